@@ -1,0 +1,238 @@
+//! The command line: arguments, dispatch to the library, and output in
+//! plain text or stable JSON.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::build::{self, gc, BuildError, Paths, Report};
+use crate::init;
+use crate::store::{StateLock, Store, StoreError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sov",
+    version,
+    about = "Build every site of a self-hosted stack into content-addressed artifacts"
+)]
+pub struct Cli {
+    /// The stack repository (sites/, images/, templates/).
+    #[arg(long, global = true, default_value = ".")]
+    pub root: PathBuf,
+    /// Store, generations and cache [default: <root>/.sov].
+    #[arg(long, global = true)]
+    pub state: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build sites (all by default) into the store and record generations.
+    Build(BuildArgs),
+    /// Inspect the store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// Keep the newest generations of each site and remove unreferenced objects.
+    Gc {
+        /// Generations to keep per site (the current one is always kept).
+        #[arg(long, default_value_t = 5)]
+        keep: usize,
+    },
+    /// Write a new stack skeleton (this example stack) into DIR.
+    Init { dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Sites to build; every site when none is named.
+    pub sites: Vec<String>,
+    /// Rebuild everything in a fresh temporary store and fail on any artifact whose bytes differ.
+    #[arg(long)]
+    pub check: bool,
+    /// Print the result as JSON (see the README for the schema).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Re-hash every object and name any that is corrupt.
+    Verify,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Gc(#[from] gc::GcError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Init(#[from] init::InitError),
+    #[error("{count} corrupt object{}: {}", if *count == 1 { "" } else { "s" }, names.join(", "))]
+    Corrupt { count: usize, names: Vec<String> },
+    #[error("not reproducible: {}", artifacts.join(", "))]
+    NotReproducible { artifacts: Vec<String> },
+    #[error("cannot write output")]
+    Output(#[source] std::io::Error),
+    #[error("cannot resolve path {path}")]
+    Path {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    /// 2 for bad input or usage, 1 for everything that failed otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Build(e) if e.is_input() => 2,
+            CliError::Init(init::InitError::Exists(_)) => 2,
+            _ => 1,
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let root = absolute(&cli.root)?;
+    let state = match &cli.state {
+        Some(s) => absolute(s)?,
+        None => root.join(".sov"),
+    };
+    let paths = Paths {
+        root: &root,
+        state: &state,
+    };
+    match cli.command {
+        Command::Build(args) => build_command(&paths, &args),
+        Command::Store {
+            command: StoreCommand::Verify,
+        } => verify(&state),
+        Command::Gc { keep } => {
+            let report = gc::gc(&state, keep)?;
+            println!(
+                "removed {} generation(s) and {} object(s), {} bytes freed",
+                report.generations_removed, report.objects_removed, report.bytes_freed
+            );
+            Ok(())
+        }
+        Command::Init { dir } => {
+            let written = init::init(&dir)?;
+            println!("wrote {written} files into {}", dir.display());
+            println!("next: cd {} && sov build", dir.display());
+            Ok(())
+        }
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, CliError> {
+    std::path::absolute(path).map_err(|source| CliError::Path {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn build_command(paths: &Paths<'_>, args: &BuildArgs) -> Result<(), CliError> {
+    let report = build::build(paths, &args.sites)?;
+    if args.check {
+        check(paths, &args.sites, &report)?;
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report).map_err(|e| CliError::Output(e.into()))?;
+        writeln!(out).map_err(CliError::Output)?;
+    } else {
+        print_report(&mut out, &report).map_err(CliError::Output)?;
+        if args.check {
+            writeln!(
+                out,
+                "check: every artifact rebuilt bit for bit in a fresh store"
+            )
+            .map_err(CliError::Output)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_report(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
+    for site in &report.sites {
+        let what = if site.recorded {
+            "recorded"
+        } else {
+            "unchanged"
+        };
+        writeln!(
+            out,
+            "{}: generation {} ({what}), {} rendered, {} reused",
+            site.name, site.generation, site.rendered, site.reused
+        )?;
+        for a in &site.artifacts {
+            writeln!(out, "  {:<10} {:<44} {}", a.kind.as_str(), a.name, a.hash)?;
+        }
+        writeln!(out, "  manifest   {}", site.manifest.display())?;
+    }
+    Ok(())
+}
+
+/// Rebuilds into a temporary state directory and compares every artifact's
+/// bytes with what the real store holds.
+fn check(paths: &Paths<'_>, sites: &[String], report: &Report) -> Result<(), CliError> {
+    let scratch = paths.state.join(format!("check-{}", std::process::id()));
+    let result = (|| {
+        let fresh = build::build(
+            &Paths {
+                root: paths.root,
+                state: &scratch,
+            },
+            sites,
+        )?;
+        let mut differ = Vec::new();
+        for (ours, theirs) in report.sites.iter().zip(&fresh.sites) {
+            for (a, b) in ours.artifacts.iter().zip(&theirs.artifacts) {
+                let same =
+                    a.name == b.name && std::fs::read(&a.path).ok() == std::fs::read(&b.path).ok();
+                if !same {
+                    differ.push(format!("{} ({})", a.name, a.kind.as_str()));
+                }
+            }
+        }
+        if differ.is_empty() {
+            Ok(())
+        } else {
+            Err(CliError::NotReproducible { artifacts: differ })
+        }
+    })();
+    std::fs::remove_dir_all(&scratch).map_err(|source| CliError::Path {
+        path: scratch.clone(),
+        source,
+    })?;
+    result
+}
+
+fn verify(state: &Path) -> Result<(), CliError> {
+    let _lock = StateLock::acquire(state)?;
+    let store = Store::open(state)?;
+    let objects = store.list()?;
+    let mut corrupt = Vec::new();
+    for object in &objects {
+        if !store.verify(object)? {
+            eprintln!("corrupt: {}", store.path(object).display());
+            corrupt.push(object.to_string());
+        }
+    }
+    if corrupt.is_empty() {
+        println!("{} objects verified", objects.len());
+        Ok(())
+    } else {
+        Err(CliError::Corrupt {
+            count: corrupt.len(),
+            names: corrupt,
+        })
+    }
+}

@@ -1,0 +1,145 @@
+//! `images/<name>.toml`: a host role. What cloud-init sets up, the containers
+//! it runs, the data it keeps and how to check that it is healthy.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::names::{ContainerImage, HostName};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub cloud_init: CloudInit,
+    /// Present when the host runs containers: how to bring them up and down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose: Option<Compose>,
+    #[serde(default)]
+    pub containers: Vec<Container>,
+    /// Configuration files shipped in the compose bundle, rendered from templates.
+    #[serde(default)]
+    pub files: Vec<BundleFile>,
+    /// Secrets the host needs at run time; templates only see their paths.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Data>,
+    #[serde(default)]
+    pub health: Vec<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudInit {
+    /// Debian packages to install on first boot.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Commands run once on first boot, each an argv list.
+    #[serde(default)]
+    pub runcmd: Vec<Vec<String>>,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn default_timezone() -> String {
+    "Etc/UTC".to_string()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compose {
+    /// The compose project name.
+    pub project: HostName,
+    /// Run in the unpacked bundle to start the generation's containers.
+    pub up: Vec<String>,
+    /// Run in the unpacked bundle to stop them.
+    pub down: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Container {
+    pub name: HostName,
+    /// Must be pinned: `registry/name:tag@sha256:<digest>`.
+    pub image: ContainerImage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// `host:container` or `host:container/udp`.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// `host-path:container-path[:ro]`, or a bundle file `./path:container-path`.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Secrets mounted read-only at `/run/secrets/<name>` in the container.
+    #[serde(default)]
+    pub secrets: Vec<HostName>,
+    #[serde(default)]
+    pub depends_on: Vec<HostName>,
+    #[serde(default = "default_restart")]
+    pub restart: String,
+}
+
+fn default_restart() -> String {
+    "unless-stopped".to_string()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleFile {
+    /// Path inside the bundle (`caddy/Caddyfile`).
+    pub path: String,
+    /// Template under `templates/compose/files/`.
+    pub template: String,
+    #[serde(default = "default_file_mode")]
+    pub mode: u32,
+}
+
+fn default_file_mode() -> u32 {
+    0o644
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    pub name: HostName,
+    /// sov generates the value when the operator has not set one.
+    #[serde(default)]
+    pub generate: bool,
+    /// Owner of `/run/sov/secrets/<name>` on the host.
+    #[serde(default = "default_owner")]
+    pub owner: String,
+}
+
+fn default_owner() -> String {
+    "root".to_string()
+}
+
+/// Data the host keeps across generations, backed up before each deploy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Data {
+    pub paths: Vec<String>,
+    /// Commands that stop the services writing the data (argv lists).
+    #[serde(default)]
+    pub stop: Vec<Vec<String>>,
+    #[serde(default)]
+    pub start: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub name: HostName,
+    pub command: Vec<String>,
+    #[serde(default = "default_health_timeout")]
+    pub timeout: u32,
+}
+
+fn default_health_timeout() -> u32 {
+    10
+}

@@ -1,0 +1,144 @@
+//! Image checks: pinned container images, references between containers,
+//! secrets and bundle files.
+
+use std::collections::BTreeSet;
+
+use super::Report;
+use crate::model::Image;
+use crate::path;
+
+pub(super) fn check(image: &Image, report: &mut Report<'_>) {
+    let secrets: BTreeSet<&str> = image.secrets.iter().map(|s| s.name.as_str()).collect();
+    let containers: BTreeSet<&str> = image.containers.iter().map(|c| c.name.as_str()).collect();
+    if !image.containers.is_empty() && image.compose.is_none() {
+        report.at(
+            path!["containers"],
+            "containers need a [compose] table saying how to bring them up and down",
+        );
+    }
+    if let Some(compose) = &image.compose {
+        for (key, argv) in [("up", &compose.up), ("down", &compose.down)] {
+            if argv.is_empty() {
+                report.at(path!["compose", key], "expected a command (an argv list)");
+            }
+        }
+    }
+    let mut names = BTreeSet::new();
+    for (i, c) in image.containers.iter().enumerate() {
+        if !names.insert(c.name.as_str()) {
+            report.at(
+                path!["containers", i, "name"],
+                format!("container `{}` is declared twice", c.name),
+            );
+        }
+        if c.image.digest().is_none() {
+            report.at(
+                path!["containers", i, "image"],
+                format!(
+                    "container image `{}` is not pinned: expected `name:tag@sha256:<64 hex digits>`",
+                    c.image.as_str()
+                ),
+            );
+        }
+        for (j, s) in c.secrets.iter().enumerate() {
+            if !secrets.contains(s.as_str()) {
+                report.at(
+                    path!["containers", i, "secrets", j],
+                    format!("secret `{s}` is not declared in this image's [[secrets]]"),
+                );
+            }
+        }
+        for (j, d) in c.depends_on.iter().enumerate() {
+            if !containers.contains(d.as_str()) {
+                report.at(
+                    path!["containers", i, "depends_on", j],
+                    format!("unknown container `{d}`"),
+                );
+            }
+        }
+        for (j, port) in c.ports.iter().enumerate() {
+            if !valid_port_mapping(port) {
+                report.at(
+                    path!["containers", i, "ports", j],
+                    format!("`{port}` is not a port mapping: expected `host:container` or `host:container/udp`"),
+                );
+            }
+        }
+    }
+    let mut declared = BTreeSet::new();
+    for (i, s) in image.secrets.iter().enumerate() {
+        if !declared.insert(s.name.as_str()) {
+            report.at(
+                path!["secrets", i, "name"],
+                format!("secret `{}` is declared twice", s.name),
+            );
+        }
+    }
+    let mut paths = BTreeSet::new();
+    for (i, f) in image.files.iter().enumerate() {
+        let clean = !f.path.is_empty()
+            && !f.path.starts_with('/')
+            && f.path
+                .split('/')
+                .all(|p| !p.is_empty() && p != "." && p != "..");
+        if !clean {
+            report.at(
+                path!["files", i, "path"],
+                format!("`{}` is not a relative path inside the bundle", f.path),
+            );
+        }
+        if f.path == crate::render::COMPOSE_FILE {
+            report.at(
+                path!["files", i, "path"],
+                "the bundle's compose file is rendered by sov itself",
+            );
+        }
+        if !paths.insert(f.path.as_str()) {
+            report.at(
+                path!["files", i, "path"],
+                format!("bundle file `{}` is declared twice", f.path),
+            );
+        }
+        if f.mode > 0o7777 {
+            report.at(
+                path!["files", i, "mode"],
+                format!("mode {:o} is not a file mode", f.mode),
+            );
+        }
+    }
+    if image
+        .data
+        .as_ref()
+        .is_some_and(|d| d.paths.iter().any(|p| !p.starts_with('/')))
+    {
+        report.at(path!["data", "paths"], "expected absolute paths");
+    }
+    let mut checks = BTreeSet::new();
+    for (i, h) in image.health.iter().enumerate() {
+        if h.command.is_empty() {
+            report.at(
+                path!["health", i, "command"],
+                "expected a command (an argv list)",
+            );
+        }
+        if !checks.insert(h.name.as_str()) {
+            report.at(
+                path!["health", i, "name"],
+                format!("health check `{}` is declared twice", h.name),
+            );
+        }
+    }
+}
+
+fn valid_port_mapping(port: &str) -> bool {
+    let (ports, proto) = match port.split_once('/') {
+        Some((p, proto)) => (p, proto),
+        None => (port, "tcp"),
+    };
+    let numbers: Vec<&str> = ports.split(':').collect();
+    matches!(proto, "tcp" | "udp")
+        && (1..=3).contains(&numbers.len())
+        && numbers[numbers.len().saturating_sub(2)..]
+            .iter()
+            .all(|n| n.parse::<u16>().is_ok_and(|n| n > 0))
+}

@@ -1,0 +1,535 @@
+//! What each template sees: the slice of site and image data an artifact is
+//! made from. The slice is also what its derivation key hashes, so it holds
+//! no more than the artifact reads, and never a secret value.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use super::secret_path;
+use crate::model::image::{Container, Data, HealthCheck};
+use crate::model::site::{Allow, Port, Proto, Role};
+use crate::model::zones::Zone;
+use crate::model::{Host, Image, Site, Stack, Vlan};
+
+/// The site as every template sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteInfo {
+    pub stack: String,
+    pub name: String,
+    pub region: String,
+    pub role: Role,
+    pub primary: Option<String>,
+    pub wan_address: Ipv4Addr,
+    pub public_domains: Vec<String>,
+    pub internal_domain: String,
+}
+
+impl SiteInfo {
+    pub fn new(stack: &Stack, site: &Site) -> Self {
+        SiteInfo {
+            stack: stack.settings.value.name.to_string(),
+            name: site.name.to_string(),
+            region: site.region.to_string(),
+            role: site.role,
+            primary: site.primary.as_ref().map(|p| p.to_string()),
+            wan_address: site.wan_address,
+            public_domains: site.domains.public.iter().map(|d| d.to_string()).collect(),
+            internal_domain: site.domains.internal.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VlanInfo {
+    pub id: u16,
+    pub name: String,
+    pub subnet: String,
+    pub network: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub interface: String,
+}
+
+impl From<&Vlan> for VlanInfo {
+    fn from(v: &Vlan) -> Self {
+        VlanInfo {
+            id: v.id,
+            name: v.name.to_string(),
+            subnet: v.subnet.to_string(),
+            network: v.subnet.network(),
+            netmask: v.subnet.netmask(),
+            prefix_len: v.subnet.prefix_len(),
+            gateway: v.gateway,
+            interface: v.interface.clone(),
+        }
+    }
+}
+
+fn vlan<'a>(site: &'a Site, name: &str) -> Option<&'a Vlan> {
+    site.vlans.iter().find(|v| v.name.as_str() == name)
+}
+
+fn host<'a>(site: &'a Site, name: &str) -> Option<&'a Host> {
+    site.hosts.iter().find(|h| h.name.as_str() == name)
+}
+
+/// The addresses of the site's DNS servers, which DHCP and cloud-init hand out.
+fn dns_server_ips(site: &Site) -> Vec<Ipv4Addr> {
+    site.dns
+        .servers
+        .iter()
+        .filter_map(|n| host(site, n.as_str()).and_then(|h| h.ip))
+        .collect()
+}
+
+// ---- firewall ------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FirewallContext {
+    pub site: SiteInfo,
+    pub wan_interface: String,
+    pub vlans: Vec<VlanInfo>,
+    pub allow: Vec<AllowInfo>,
+    pub forwards: Vec<ForwardInfo>,
+    /// The firewall host's own address and VLAN (it is also the gateway).
+    pub host: String,
+    pub dns_servers: Vec<Ipv4Addr>,
+    pub dhcp_server: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AllowInfo {
+    pub from: VlanInfo,
+    pub to: VlanInfo,
+    pub proto: Proto,
+    pub ports: Vec<u16>,
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardInfo {
+    pub proto: Proto,
+    pub port: u16,
+    pub host: String,
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    /// The interface of the VLAN the target host is on.
+    pub interface: String,
+    pub comment: String,
+}
+
+pub fn firewall(stack: &Stack, site: &Site) -> FirewallContext {
+    let allow = site
+        .firewall
+        .allow
+        .iter()
+        .filter_map(|a: &Allow| {
+            Some(AllowInfo {
+                from: vlan(site, a.from.as_str())?.into(),
+                to: vlan(site, a.to.as_str())?.into(),
+                proto: a.proto,
+                ports: a.ports.clone(),
+                comment: a.comment.clone(),
+            })
+        })
+        .collect();
+    let forwards = site
+        .firewall
+        .forwards
+        .iter()
+        .filter_map(|f| {
+            let target = host(site, f.host.as_str())?;
+            Some(ForwardInfo {
+                proto: f.proto,
+                port: f.port,
+                host: f.host.to_string(),
+                host_ip: target.ip?,
+                host_port: f.host_port.unwrap_or(f.port),
+                interface: vlan(site, target.vlan.as_str())?.interface.clone(),
+                comment: f.comment.clone(),
+            })
+        })
+        .collect();
+    FirewallContext {
+        site: SiteInfo::new(stack, site),
+        wan_interface: site.firewall.wan_interface.clone(),
+        vlans: site.vlans.iter().map(VlanInfo::from).collect(),
+        allow,
+        forwards,
+        host: site.firewall.host.to_string(),
+        dns_servers: dns_server_ips(site),
+        dhcp_server: host(site, site.dhcp.server.as_str())
+            .and_then(|h| h.ip)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+// ---- switch --------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SwitchContext {
+    pub site: SiteInfo,
+    pub name: String,
+    pub vlans: Vec<VlanInfo>,
+    pub management: ManagementInfo,
+    pub ports: Vec<PortInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ManagementInfo {
+    pub vlan: VlanInfo,
+    pub ip: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PortInfo {
+    pub name: String,
+    /// `access` or `trunk`.
+    pub mode: &'static str,
+    pub description: String,
+    /// The access VLAN id, or the trunk's allowed VLAN ids.
+    pub vlans: Vec<u16>,
+    pub native_vlan: Option<u16>,
+}
+
+pub fn switch(stack: &Stack, site: &Site) -> SwitchContext {
+    let id = |name: &str| vlan(site, name).map(|v| v.id);
+    let ports = site
+        .switch
+        .ports
+        .iter()
+        .map(|p| match p {
+            Port::Access {
+                name,
+                vlan,
+                description,
+            } => PortInfo {
+                name: name.clone(),
+                mode: "access",
+                description: description.clone(),
+                vlans: id(vlan.as_str()).into_iter().collect(),
+                native_vlan: None,
+            },
+            Port::Trunk {
+                name,
+                vlans,
+                native_vlan,
+                description,
+            } => {
+                let mut ids: Vec<u16> = vlans.iter().filter_map(|v| id(v.as_str())).collect();
+                ids.sort_unstable();
+                PortInfo {
+                    name: name.clone(),
+                    mode: "trunk",
+                    description: description.clone(),
+                    vlans: ids,
+                    native_vlan: native_vlan.as_ref().and_then(|v| id(v.as_str())),
+                }
+            }
+        })
+        .collect();
+    let mut vlans: Vec<VlanInfo> = site.vlans.iter().map(VlanInfo::from).collect();
+    vlans.sort_by_key(|v| v.id);
+    let management = vlan(site, site.switch.management_vlan.as_str())
+        .map(VlanInfo::from)
+        .unwrap_or_else(|| vlans[0].clone());
+    SwitchContext {
+        site: SiteInfo::new(stack, site),
+        name: site.switch.name.to_string(),
+        vlans,
+        management: ManagementInfo {
+            vlan: management,
+            ip: site.switch.management_ip,
+        },
+        ports,
+    }
+}
+
+// ---- dhcp ----------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DhcpContext {
+    pub site: SiteInfo,
+    pub valid_lifetime: u32,
+    pub dns_servers: Vec<Ipv4Addr>,
+    pub subnets: Vec<SubnetInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubnetInfo {
+    pub vlan: VlanInfo,
+    pub pool: Option<PoolInfo>,
+    pub reservations: Vec<Reservation>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolInfo {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Reservation {
+    pub hostname: String,
+    pub mac: String,
+    pub ip: Ipv4Addr,
+}
+
+pub fn dhcp(stack: &Stack, site: &Site) -> DhcpContext {
+    let subnets = site
+        .vlans
+        .iter()
+        .map(|v| SubnetInfo {
+            vlan: v.into(),
+            pool: v.dhcp_pool.map(|p| PoolInfo {
+                start: p.start,
+                end: p.end,
+            }),
+            reservations: site
+                .hosts
+                .iter()
+                .filter(|h| h.vlan == v.name)
+                .filter_map(|h| {
+                    Some(Reservation {
+                        hostname: h.name.to_string(),
+                        mac: h.mac.to_string(),
+                        ip: h.ip?,
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    DhcpContext {
+        site: SiteInfo::new(stack, site),
+        valid_lifetime: site.dhcp.valid_lifetime,
+        dns_servers: dns_server_ips(site),
+        subnets,
+    }
+}
+
+// ---- dns -----------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsContext {
+    pub site: SiteInfo,
+    pub zone: Zone,
+    pub ttl: u32,
+    pub soa: Soa,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Soa {
+    /// Absolute names, with the final dot.
+    pub mname: String,
+    pub rname: String,
+    pub serial: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    pub negative_ttl: u32,
+}
+
+pub fn dns(stack: &Stack, site: &Site, zone: Zone, serial: u32) -> DnsContext {
+    let d = &stack.settings.value.dns;
+    let mname = zone.nameservers.first().cloned().unwrap_or_default();
+    DnsContext {
+        site: SiteInfo::new(stack, site),
+        ttl: d.ttl,
+        soa: Soa {
+            mname,
+            rname: format!("{}.", d.hostmaster),
+            serial,
+            refresh: d.refresh,
+            retry: d.retry,
+            expire: d.expire,
+            negative_ttl: d.negative_ttl,
+        },
+        zone,
+    }
+}
+
+// ---- per host: cloud-init and compose -----------------------------------
+
+/// A host as its own templates see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostInfo {
+    pub name: String,
+    pub fqdn: String,
+    pub image: String,
+    pub mac: String,
+    /// None: the host takes a dynamic address by DHCP.
+    pub ip: Option<Ipv4Addr>,
+    pub vlan: VlanInfo,
+    pub vm_on: Option<String>,
+    pub dns_servers: Vec<Ipv4Addr>,
+    pub search_domain: String,
+    /// Where sov keeps its store on the host.
+    pub root: String,
+}
+
+impl HostInfo {
+    pub fn new(site: &Site, h: &Host) -> Option<Self> {
+        Some(HostInfo {
+            name: h.name.to_string(),
+            fqdn: format!("{}.{}", h.name, site.domains.internal),
+            image: h.image.to_string(),
+            mac: h.mac.to_string(),
+            ip: h.ip,
+            vlan: vlan(site, h.vlan.as_str())?.into(),
+            vm_on: h.vm_on.as_ref().map(|p| p.to_string()),
+            dns_servers: dns_server_ips(site),
+            search_domain: site.domains.internal.to_string(),
+            root: h.ssh.root.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CloudInitContext {
+    pub site: SiteInfo,
+    pub host: HostInfo,
+    pub packages: Vec<String>,
+    pub runcmd: Vec<Vec<String>>,
+    pub timezone: String,
+    pub operators: Vec<OperatorInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OperatorInfo {
+    pub name: String,
+    pub ssh_key: String,
+}
+
+/// Packages every host needs to take part in deploys (see the design's
+/// host prerequisites); images add their own.
+pub const HOST_PREREQUISITES: [&str; 5] = ["coreutils", "util-linux", "tar", "zstd", "b3sum"];
+
+pub fn cloud_init(stack: &Stack, site: &Site, host: HostInfo, image: &Image) -> CloudInitContext {
+    let mut packages: Vec<String> = HOST_PREREQUISITES.iter().map(|p| p.to_string()).collect();
+    packages.extend(image.cloud_init.packages.iter().cloned());
+    packages.sort();
+    packages.dedup();
+    CloudInitContext {
+        site: SiteInfo::new(stack, site),
+        host,
+        packages,
+        runcmd: image.cloud_init.runcmd.clone(),
+        timezone: image.cloud_init.timezone.clone(),
+        operators: stack
+            .settings
+            .value
+            .operators
+            .iter()
+            .map(|o| OperatorInfo {
+                name: o.name.to_string(),
+                ssh_key: o.ssh_key.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ComposeContext {
+    pub site: SiteInfo,
+    pub host: HostInfo,
+    pub project: String,
+    pub containers: Vec<ContainerInfo>,
+    /// Every secret of the image: name to the path on the host.
+    pub secrets: BTreeMap<String, String>,
+    /// Internal addresses of the site's hosts, for service configuration.
+    pub hosts: BTreeMap<String, Option<Ipv4Addr>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerInfo {
+    #[serde(flatten)]
+    pub container: Container,
+    /// (name, host path) of each secret it mounts.
+    pub secret_paths: Vec<SecretMount>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretMount {
+    pub name: String,
+    pub path: String,
+}
+
+pub fn compose(stack: &Stack, site: &Site, host: HostInfo, image: &Image) -> ComposeContext {
+    ComposeContext {
+        site: SiteInfo::new(stack, site),
+        host,
+        project: image
+            .compose
+            .as_ref()
+            .map(|c| c.project.to_string())
+            .unwrap_or_default(),
+        containers: image
+            .containers
+            .iter()
+            .map(|c| ContainerInfo {
+                container: c.clone(),
+                secret_paths: c
+                    .secrets
+                    .iter()
+                    .map(|s| SecretMount {
+                        name: s.to_string(),
+                        path: secret_path(s.as_str()),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        secrets: image
+            .secrets
+            .iter()
+            .map(|s| (s.name.to_string(), secret_path(s.name.as_str())))
+            .collect(),
+        hosts: site
+            .hosts
+            .iter()
+            .map(|h| (h.name.to_string(), h.ip))
+            .collect(),
+    }
+}
+
+// ---- activation ----------------------------------------------------------
+
+/// An artifact as the activation script refers to it on the host.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectRef {
+    pub name: String,
+    /// `<root>/store/<hash>-<name>` on the host.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivationContext {
+    pub site: SiteInfo,
+    pub host: HostInfo,
+    pub firewall: Option<ObjectRef>,
+    pub dhcp: Option<ObjectRef>,
+    /// Zone origin to its file.
+    pub zones: BTreeMap<String, ObjectRef>,
+    pub compose: Option<ComposeActivation>,
+    pub seed: ObjectRef,
+    pub secrets: Vec<SecretInfo>,
+    pub data: Option<Data>,
+    pub health: Vec<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ComposeActivation {
+    pub bundle: ObjectRef,
+    pub project: String,
+    pub up: Vec<String>,
+    pub down: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretInfo {
+    pub name: String,
+    pub owner: String,
+    pub path: String,
+}
