@@ -10,10 +10,15 @@ use std::process::Command;
 
 use common::{artifacts, Stack};
 
-fn build(stack: &Stack, state: &Path, cwd: &Path, tz: &str, lang: &str, umask: &str) -> serde_json::Value {
-    let script = format!(
-        "umask {umask} && exec \"$0\" --root \"$1\" --state \"$2\" build --json"
-    );
+fn build(
+    stack: &Stack,
+    state: &Path,
+    cwd: &Path,
+    tz: &str,
+    lang: &str,
+    umask: &str,
+) -> serde_json::Value {
+    let script = format!("umask {umask} && exec \"$0\" --root \"$1\" --state \"$2\" build --json");
     let out = Command::new("sh")
         .arg("-c")
         .arg(script)
@@ -26,7 +31,11 @@ fn build(stack: &Stack, state: &Path, cwd: &Path, tz: &str, lang: &str, umask: &
         .env("LC_ALL", lang)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -68,7 +77,15 @@ fn manifests_do_not_mention_the_machine() {
             continue;
         }
         let text = String::from_utf8_lossy(&fs::read(&a.path).unwrap()).into_owned();
-        assert!(!text.contains(needle), "{} names the state directory", a.name);
-        assert!(!text.contains(stack.root().to_str().unwrap()), "{} names the stack root", a.name);
+        assert!(
+            !text.contains(needle),
+            "{} names the state directory",
+            a.name
+        );
+        assert!(
+            !text.contains(stack.root().to_str().unwrap()),
+            "{} names the stack root",
+            a.name
+        );
     }
 }

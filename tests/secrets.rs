@@ -23,7 +23,10 @@ fn everything_written(state: &std::path::Path) -> Vec<(String, Vec<u8>)> {
         } else if entry.file_type().is_file() {
             let bytes = fs::read(&path).unwrap();
             if shown.ends_with(".zst") {
-                all.push((format!("{shown} (decompressed)"), zstd::decode_all(&bytes[..]).unwrap()));
+                all.push((
+                    format!("{shown} (decompressed)"),
+                    zstd::decode_all(&bytes[..]).unwrap(),
+                ));
             }
             all.push((shown, bytes));
         }
@@ -49,20 +52,34 @@ fn a_planted_secret_value_appears_in_no_store_object() {
         .env("SOV_SECRET_BTCPAY_DB_PASSWORD", POISON)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = [out.stdout.clone(), out.stderr.clone()].concat();
-    assert!(!String::from_utf8_lossy(&printed).contains(POISON), "the poison was printed");
+    assert!(
+        !String::from_utf8_lossy(&printed).contains(POISON),
+        "the poison was printed"
+    );
 
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut secret_paths = 0;
     for a in artifacts(&report) {
         let bytes = fs::read(&a.path).unwrap();
-        let text = if a.kind == "compose" { zstd::decode_all(&bytes[..]).unwrap() } else { bytes };
+        let text = if a.kind == "compose" {
+            zstd::decode_all(&bytes[..]).unwrap()
+        } else {
+            bytes
+        };
         if String::from_utf8_lossy(&text).contains("/run/sov/secrets/") {
             secret_paths += 1;
         }
     }
-    assert!(secret_paths > 0, "no artifact refers to a secret path: the test proves nothing");
+    assert!(
+        secret_paths > 0,
+        "no artifact refers to a secret path: the test proves nothing"
+    );
 
     for (path, bytes) in everything_written(&stack.state()) {
         if path.contains("/secrets/") {

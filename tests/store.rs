@@ -63,7 +63,11 @@ fn editing_one_record_rerenders_only_what_reads_it() {
     let rendered = fra1["rendered"].as_u64().unwrap();
     assert!((1..=4).contains(&rendered), "rendered {rendered}");
     assert_eq!(generation(&second, "fra1"), 2);
-    assert_eq!(generation(&second, "nyc1"), generation(&first, "nyc1"), "the mirror did not change");
+    assert_eq!(
+        generation(&second, "nyc1"),
+        generation(&first, "nyc1"),
+        "the mirror did not change"
+    );
     let current = fs::read_link(stack.state().join("sites/fra1/current")).unwrap();
     assert_eq!(current.to_str(), Some("generations/2"));
 }
@@ -74,7 +78,12 @@ fn store_objects_are_read_only_and_named_by_hash() {
     let report = stack.build_json();
     for a in artifacts(&report) {
         let meta = fs::metadata(&a.path).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o222, 0, "{} is writable", a.name);
+        assert_eq!(
+            meta.permissions().mode() & 0o222,
+            0,
+            "{} is writable",
+            a.name
+        );
         let file = a.path.file_name().unwrap().to_str().unwrap();
         assert!(file.ends_with(&a.name), "{file}");
         assert_eq!(file.as_bytes()[64], b'-');
@@ -113,7 +122,12 @@ fn store_verify_names_a_corrupt_object() {
     assert_eq!(bad.status.code(), Some(1));
     for victim in victims {
         let name = victim.path.file_name().unwrap().to_str().unwrap();
-        assert!(stderr(&bad).contains(name), "{} not named in:\n{}", name, stderr(&bad));
+        assert!(
+            stderr(&bad).contains(name),
+            "{} not named in:\n{}",
+            name,
+            stderr(&bad)
+        );
     }
 }
 
@@ -139,16 +153,27 @@ fn gc_keeps_the_newest_generations_and_what_they_need() {
     kept.sort();
     assert_eq!(kept, ["3", "4"]);
     for a in artifacts(&reports[3]) {
-        assert!(a.path.exists(), "gc removed {} of the current generation", a.name);
+        assert!(
+            a.path.exists(),
+            "gc removed {} of the current generation",
+            a.name
+        );
     }
     for a in artifacts(&reports[2]) {
-        assert!(a.path.exists(), "gc removed {} of a kept generation", a.name);
+        assert!(
+            a.path.exists(),
+            "gc removed {} of a kept generation",
+            a.name
+        );
     }
     let zone_of_first = artifacts(&reports[0])
         .into_iter()
         .find(|a| a.site == "fra1" && a.name.contains("zone-fra1"))
         .unwrap();
-    assert!(!zone_of_first.path.exists(), "gc kept an object no kept generation needs");
+    assert!(
+        !zone_of_first.path.exists(),
+        "gc kept an object no kept generation needs"
+    );
     let verify = stack.sov(&["store", "verify"]);
     assert!(verify.status.success(), "{}", stderr(&verify));
     // The cache forgot what gc removed: rebuilding the first generation renders again.
@@ -176,8 +201,17 @@ fn build_check_rebuilds_bit_for_bit() {
 fn json_report_lists_every_kind_with_absolute_paths() {
     let stack = Stack::example();
     let report = stack.build_json();
-    let kinds: std::collections::BTreeSet<String> = artifacts(&report).into_iter().map(|a| a.kind).collect();
-    for kind in ["firewall", "switch", "dhcp", "dns", "cloud-init", "compose", "activation"] {
+    let kinds: std::collections::BTreeSet<String> =
+        artifacts(&report).into_iter().map(|a| a.kind).collect();
+    for kind in [
+        "firewall",
+        "switch",
+        "dhcp",
+        "dns",
+        "cloud-init",
+        "compose",
+        "activation",
+    ] {
         assert!(kinds.contains(kind), "no {kind} artifact");
     }
     for site in report["sites"].as_array().unwrap() {
@@ -187,7 +221,11 @@ fn json_report_lists_every_kind_with_absolute_paths() {
         assert_eq!(m["site"], site["name"]);
     }
     for a in artifacts(&report) {
-        assert!(a.path.is_absolute() && a.path.exists(), "{}", a.path.display());
+        assert!(
+            a.path.is_absolute() && a.path.exists(),
+            "{}",
+            a.path.display()
+        );
     }
 }
 
@@ -197,7 +235,12 @@ fn building_one_site_leaves_the_others_alone() {
     let out = stack.sov(&["build", "--json", "nyc1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<&str> = report["sites"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = report["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["nyc1"]);
     assert!(!stack.state().join("sites/fra1").exists());
     let unknown = stack.sov(&["build", "nowhere"]);

@@ -239,7 +239,7 @@ fn manual_records(zone: &mut Zone, site: &Site, kind: ZoneKind) {
             data: rdata(record.rtype, &record.value),
             from: Origin {
                 site: site.name.clone(),
-                path: vec![Step::Key("records"), Step::Index(r)],
+                path: vec![Step::Key("records"), Step::Index(r), Step::Key("type")],
             },
         });
     }

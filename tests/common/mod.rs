@@ -129,7 +129,11 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     }
     for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
         let entry = entry.expect("walk");
-        let rel = entry.path().strip_prefix(dir).expect("under dir").to_path_buf();
+        let rel = entry
+            .path()
+            .strip_prefix(dir)
+            .expect("under dir")
+            .to_path_buf();
         if entry.path_is_symlink() {
             let target = fs::read_link(entry.path()).expect("readlink");
             files.insert(rel, target.into_os_string().into_encoded_bytes());
