@@ -5,6 +5,7 @@
 mod cache;
 pub mod gc;
 pub mod generation;
+mod host;
 pub mod manifest;
 mod parallel;
 pub mod plan;
@@ -18,14 +19,12 @@ use serde::Serialize;
 
 use crate::model::{Diagnostic, Diagnostics, SiteName, Stack};
 use crate::pack::PackError;
-use crate::render::context::{
-    ActivationContext, ComposeActivation, ObjectRef, SecretInfo, SiteInfo,
-};
-use crate::render::{secret_path, Kind, Templates};
+use crate::render::{Kind, Templates};
 use crate::store::{Digest, ObjectName, StateLock, Store, StoreError};
 pub use cache::Cache;
 pub use generation::{Generation, Profile};
-use manifest::{encode, ArtifactEntry, HostEntry, HostManifest, SiteManifest, MANIFEST_FORMAT};
+use host::{activation_context, host_manifest};
+use manifest::{encode, ArtifactEntry, HostEntry, SiteManifest, MANIFEST_FORMAT};
 use plan::{Derivation, SitePlan};
 use realise::{realise, RealiseError};
 
@@ -345,93 +344,5 @@ fn check_templates_exist(stack: &Stack, templates: &Templates) -> Result<(), Bui
         Ok(())
     } else {
         Err(BuildError::Input(problems.into_sorted()))
-    }
-}
-
-fn object_ref(root: &str, object: &ObjectName) -> ObjectRef {
-    ObjectRef {
-        name: object.name().to_string(),
-        path: format!("{root}/store/{object}"),
-    }
-}
-
-fn activation_context(
-    stack: &Stack,
-    site: &crate::model::Site,
-    plan: &SitePlan,
-    host: &plan::HostPlan,
-    outputs: &BTreeMap<Digest, ObjectName>,
-) -> ActivationContext {
-    let root = host.info.root.as_str();
-    let image = stack.image(&host.info.image);
-    let r = |d: &Derivation| object_ref(root, &outputs[&d.key]);
-    ActivationContext {
-        site: SiteInfo::new(stack, site),
-        host: host.info.clone(),
-        firewall: host.roles.firewall.then(|| r(&plan.firewall)),
-        dhcp: host.roles.dhcp.then(|| r(&plan.dhcp)),
-        zones: if host.roles.dns {
-            plan.zones
-                .iter()
-                .map(|(origin, d)| (origin.clone(), r(d)))
-                .collect()
-        } else {
-            BTreeMap::new()
-        },
-        compose: image
-            .and_then(|i| i.compose.as_ref())
-            .zip(host.bundle.as_ref())
-            .map(|(c, d)| ComposeActivation {
-                bundle: r(d),
-                project: c.project.to_string(),
-                up: c.up.clone(),
-                down: c.down.clone(),
-            }),
-        seed: r(&host.seed),
-        secrets: image
-            .map(|i| {
-                i.secrets
-                    .iter()
-                    .map(|s| SecretInfo {
-                        name: s.name.to_string(),
-                        owner: s.owner.clone(),
-                        path: secret_path(s.name.as_str()),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        data: image.and_then(|i| i.data.clone()),
-        health: image.map(|i| i.health.clone()).unwrap_or_default(),
-    }
-}
-
-fn host_manifest(
-    plan: &SitePlan,
-    host: &plan::HostPlan,
-    activation: &Derivation,
-    outputs: &BTreeMap<Digest, ObjectName>,
-) -> HostManifest {
-    let mut derivations: Vec<&Derivation> = Vec::new();
-    if host.roles.firewall {
-        derivations.push(&plan.firewall);
-    }
-    if host.roles.dhcp {
-        derivations.push(&plan.dhcp);
-    }
-    if host.roles.dns {
-        derivations.extend(plan.zones.iter().map(|(_, d)| d));
-    }
-    derivations.push(&host.seed);
-    derivations.extend(host.bundle.as_ref());
-    derivations.push(activation);
-    HostManifest {
-        format: MANIFEST_FORMAT,
-        site: plan.site.to_string(),
-        host: host.host.to_string(),
-        activate: outputs[&activation.key].clone(),
-        artifacts: derivations
-            .into_iter()
-            .map(|d| ArtifactEntry::new(d.kind, outputs[&d.key].clone(), d.key))
-            .collect(),
     }
 }

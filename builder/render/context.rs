@@ -94,8 +94,11 @@ pub struct FirewallContext {
     pub vlans: Vec<VlanInfo>,
     pub allow: Vec<AllowInfo>,
     pub forwards: Vec<ForwardInfo>,
-    /// The firewall host's own address and VLAN (it is also the gateway).
+    /// The firewall host's name and its own address.
     pub host: String,
+    pub host_ip: Option<Ipv4Addr>,
+    /// The firewall host's own VLAN: operators and sov reach it (SSH) from here.
+    pub management: Option<VlanInfo>,
     pub dns_servers: Vec<Ipv4Addr>,
     pub dhcp_server: Ipv4Addr,
 }
@@ -122,6 +125,7 @@ pub struct ForwardInfo {
 }
 
 pub fn firewall(stack: &Stack, site: &Site) -> FirewallContext {
+    let fw = host(site, site.firewall.host.as_str());
     let allow = site
         .firewall
         .allow
@@ -160,6 +164,10 @@ pub fn firewall(stack: &Stack, site: &Site) -> FirewallContext {
         allow,
         forwards,
         host: site.firewall.host.to_string(),
+        host_ip: fw.and_then(|h| h.ip),
+        management: fw
+            .and_then(|h| vlan(site, h.vlan.as_str()))
+            .map(VlanInfo::from),
         dns_servers: dns_server_ips(site),
         dhcp_server: host(site, site.dhcp.server.as_str())
             .and_then(|h| h.ip)
