@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use crate::build::{self, gc, BuildError, Paths, Report};
+use crate::deploy::{self, Mode, OnFailure, Which};
 use crate::init;
 use crate::store::{StateLock, Store, StoreError};
 
@@ -31,6 +32,28 @@ pub struct Cli {
 pub enum Command {
     /// Build sites (all by default) into the store and record generations.
     Build(BuildArgs),
+    /// Bring every host of a site to its newest generation, atomically, with rollback.
+    Deploy {
+        site: String,
+        #[command(flatten)]
+        hosts: HostArgs,
+        /// Show the plan (per host: objects and bytes to send); touch nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// On a failed host, deploy the others anyway instead of rolling back.
+        #[arg(long)]
+        keep_going: bool,
+    },
+    /// Bring every host of a site back to generation N (default: the previous one).
+    Rollback {
+        site: String,
+        #[arg(long)]
+        to: Option<u64>,
+        #[command(flatten)]
+        hosts: HostArgs,
+    },
+    /// List a site's generations.
+    Generations { site: String },
     /// Inspect the store.
     Store {
         #[command(subcommand)]
@@ -44,6 +67,25 @@ pub enum Command {
     },
     /// Write a new stack skeleton (this example stack) into DIR.
     Init { dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// Only these hosts (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub hosts: Vec<String>,
+    /// Hosts deployed at once.
+    #[arg(long, default_value_t = 8)]
+    pub jobs: usize,
+    /// Seconds a host waits for confirmation over a new connection before it rolls itself back.
+    #[arg(long, default_value_t = 30)]
+    pub confirm_timeout: u64,
+    /// The SSH private key to log in with.
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +113,10 @@ pub enum CliError {
     #[error(transparent)]
     Gc(#[from] gc::GcError),
     #[error(transparent)]
+    Deploy(#[from] deploy::DeployError),
+    #[error("deploy of site {site} failed: {failed}")]
+    DeployFailed { site: String, failed: String },
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Init(#[from] init::InitError),
@@ -93,6 +139,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Build(e) if e.is_input() => 2,
+            CliError::Deploy(e) if e.is_input() => 2,
             CliError::Init(init::InitError::Exists(_)) => 2,
             _ => 1,
         }
@@ -111,6 +158,32 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     };
     match cli.command {
         Command::Build(args) => build_command(&paths, &args),
+        Command::Deploy {
+            site,
+            hosts,
+            dry_run,
+            keep_going,
+        } => {
+            let mode = if dry_run { Mode::DryRun } else { Mode::Apply };
+            let on_failure = if keep_going {
+                OnFailure::KeepGoing
+            } else {
+                OnFailure::RollBackAll
+            };
+            deploy_command(&paths, &site, Which::Current, &hosts, mode, on_failure)
+        }
+        Command::Rollback { site, to, hosts } => {
+            let which = to.map_or(Which::Previous, Which::Number);
+            deploy_command(
+                &paths,
+                &site,
+                which,
+                &hosts,
+                Mode::Apply,
+                OnFailure::RollBackAll,
+            )
+        }
+        Command::Generations { site } => generations(&state, &site),
         Command::Store {
             command: StoreCommand::Verify,
         } => verify(&state),
@@ -235,4 +308,70 @@ fn verify(state: &Path) -> Result<(), CliError> {
             names: corrupt,
         })
     }
+}
+
+fn deploy_command(
+    paths: &Paths<'_>,
+    site: &str,
+    which: Which,
+    hosts: &HostArgs,
+    mode: Mode,
+    on_failure: OnFailure,
+) -> Result<(), CliError> {
+    let options = deploy::Options {
+        hosts: hosts.hosts.clone(),
+        mode,
+        on_failure,
+        jobs: hosts.jobs,
+        confirm_timeout: std::time::Duration::from_secs(hosts.confirm_timeout),
+        identity: hosts.identity.clone(),
+    };
+    let report = deploy::deploy(paths.root, paths.state, site, which, &options)?;
+    let mut out = std::io::stdout().lock();
+    if hosts.json {
+        serde_json::to_writer_pretty(&mut out, &report).map_err(|e| CliError::Output(e.into()))?;
+        writeln!(out).map_err(CliError::Output)?;
+    } else {
+        for h in &report.hosts {
+            writeln!(out, "{}: {}", h.host, deploy::describe(h)).map_err(CliError::Output)?;
+        }
+    }
+    if report.ok {
+        return Ok(());
+    }
+    let failed: Vec<String> = report
+        .hosts
+        .iter()
+        .filter_map(|h| h.error.clone())
+        .collect();
+    Err(CliError::DeployFailed {
+        site: site.to_string(),
+        failed: failed.join("; "),
+    })
+}
+
+fn generations(state: &Path, site: &str) -> Result<(), CliError> {
+    let name = crate::model::SiteName::try_from(site.to_string())
+        .map_err(|_| deploy::DeployError::UnknownSite(site.to_string()))?;
+    let profile = build::Profile::open(state, &name);
+    let current = profile.current()?.map(|r| r.generation);
+    let records = profile.list()?;
+    if records.is_empty() {
+        return Err(
+            deploy::DeployError::NoGeneration(site.to_string(), "(none built)".into()).into(),
+        );
+    }
+    for r in records {
+        let when = r
+            .recorded
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or("?".to_string(), |d| d.as_secs().to_string());
+        let mark = if Some(r.generation) == current {
+            "  (current)"
+        } else {
+            ""
+        };
+        println!("{:>4}  {when}  {}{mark}", r.generation, r.manifest.digest());
+    }
+    Ok(())
 }

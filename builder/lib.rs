@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod deploy;
 pub mod init;
 pub mod model;
 pub mod pack;

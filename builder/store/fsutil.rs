@@ -43,7 +43,18 @@ pub struct StateLock {
 }
 
 impl StateLock {
+    /// Exclusive: build and gc, which write the store.
     pub fn acquire(state: &Path) -> Result<StateLock, StoreError> {
+        StateLock::take(state, FlockOperation::LockExclusive)
+    }
+
+    /// Shared: deploys, which only read the store, run side by side but
+    /// never beside a gc.
+    pub fn shared(state: &Path) -> Result<StateLock, StoreError> {
+        StateLock::take(state, FlockOperation::LockShared)
+    }
+
+    fn take(state: &Path, operation: FlockOperation) -> Result<StateLock, StoreError> {
         fs::create_dir_all(state).map_err(StoreError::io("create", state))?;
         let path: PathBuf = state.join("lock");
         let file = fs::OpenOptions::new()
@@ -52,8 +63,7 @@ impl StateLock {
             .write(true)
             .open(&path)
             .map_err(StoreError::io("open", &path))?;
-        flock(&file, FlockOperation::LockExclusive)
-            .map_err(|e| StoreError::io("lock", &path)(e.into()))?;
+        flock(&file, operation).map_err(|e| StoreError::io("lock", &path)(e.into()))?;
         Ok(StateLock { _file: file })
     }
 }

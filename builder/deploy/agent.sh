@@ -1,0 +1,197 @@
+#!/bin/sh
+# sov host agent: the host side of a deploy. sov sends this file as a store
+# object and runs it as `sh -c AGENT sov-agent COMMAND ROOT ARGS` (the
+# watchdog runs the stored copy, which outlives the connection).
+# It needs only a POSIX shell, coreutils, util-linux (flock, setsid), tar,
+# zstd and b3sum.
+#
+# Host layout under ROOT:
+#   store/<hash>-<name>   objects, verified by hash before they take that name
+#   generations/<N>       -> ../store/<hash>-<site>-<host>-manifest.json
+#   current               -> generations/<N>, replaced only by rename(2)
+#   lock                  flock held by a deploy for its whole length
+#   switch.lock           flock taken by confirm, rollback and the watchdog
+#   confirmed/<N>         generation N was confirmed over a new connection
+set -eu
+
+die() {
+	printf 'sov-agent: %s\n' "$*" >&2
+	exit 1
+}
+
+cmd=${1:?command}
+ROOT=${2:?root}
+shift 2
+
+# rename(2) of a symlink over another: readers see the old or the new target.
+relink() {
+	ln -sfn "$1" "$2.tmp.$$"
+	mv -T "$2.tmp.$$" "$2"
+}
+
+# The activation script of the generation a host manifest describes.
+activation_of() {
+	sed -n 's/^  "activate": "\(.*\)",$/\1/p' "$1"
+}
+
+current_generation() {
+	target=$(readlink "$ROOT/current" 2>/dev/null || true)
+	printf '%s\n' "${target#generations/}"
+}
+
+activate() {
+	manifest="$ROOT/generations/$1"
+	[ -e "$manifest" ] || die "generation $1 has no manifest on this host"
+	script="$ROOT/store/$(activation_of "$manifest")"
+	[ -f "$script" ] || die "generation $1: activation script missing from the store"
+	sh "$script" activate
+}
+
+# Points current back at generation $1 (or at nothing) and re-activates it.
+# Caller holds switch.lock.
+roll_back_to() {
+	if [ -n "$1" ] && [ -e "$ROOT/generations/$1" ]; then
+		relink "generations/$1" "$ROOT/current"
+		sync "$ROOT"
+		activate "$1"
+	else
+		rm -f "$ROOT/current"
+		sync "$ROOT"
+	fi
+}
+
+case $cmd in
+state)
+	# One round trip: prerequisites, current generation, objects held.
+	missing=
+	for tool in flock setsid tar zstd b3sum sync readlink mv ln sed; do
+		command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+	done
+	[ -z "$missing" ] || die "missing prerequisites:$missing"
+	printf 'current %s\n' "$(current_generation)"
+	printf 'manifest %s\n' "$(readlink "$ROOT/generations/$(current_generation)" 2>/dev/null | sed 's,.*/,,')"
+	for f in "$ROOT"/store/*; do
+		if [ -f "$f" ]; then printf 'object %s\n' "${f##*/}"; fi
+	done
+	;;
+
+hold-lock)
+	# Holds ROOT/lock until stdin closes: the deploy ends or its connection dies.
+	owner=${1:?owner}
+	mkdir -p "$ROOT/store" "$ROOT/generations" "$ROOT/confirmed"
+	exec 9>>"$ROOT/lock"
+	if ! flock -n 9; then
+		printf 'locked by %s\n' "$(cat "$ROOT/lock.owner" 2>/dev/null || echo 'another deploy')"
+		exit 75
+	fi
+	printf '%s\n' "$owner" >"$ROOT/lock.owner"
+	echo locked
+	cat >/dev/null
+	rm -f "$ROOT/lock.owner"
+	;;
+
+receive)
+	# stdin: a zstd-compressed tar of objects. Each is hashed here and takes
+	# its final name only if the hash matches; a partial one never does.
+	incoming="$ROOT/store/.incoming.$$"
+	mkdir -p "$incoming"
+	trap 'rm -rf "$incoming"' EXIT
+	zstd -dcq | tar -x -C "$incoming" -f -
+	for f in "$incoming"/*; do
+		[ -f "$f" ] || continue
+		name=${f##*/}
+		want=${name%%-*}
+		case $name in
+		*.zst) got=$(zstd -dcq "$f" | b3sum --no-names) ;;
+		*) got=$(b3sum --no-names "$f") ;;
+		esac
+		[ "$got" = "$want" ] || die "object $name arrived corrupt (blake3 $got)"
+		chmod 0444 "$f"
+	done
+	sync "$incoming"/* 2>/dev/null || true
+	for f in "$incoming"/*; do
+		if [ -f "$f" ]; then mv -f "$f" "$ROOT/store/"; fi
+	done
+	sync "$ROOT/store"
+	;;
+
+switch)
+	# switch N MANIFEST TIMEOUT AGENT: record generation N, start the
+	# watchdog (this agent, from the store), make N current, activate it and
+	# run its health checks.
+	gen=${1:?generation}
+	manifest=${2:?manifest}
+	timeout=${3:?timeout}
+	agent="$ROOT/store/${4:?agent}"
+	[ -f "$ROOT/store/$manifest" ] || die "manifest $manifest is not in the store"
+	prev=$(current_generation)
+	relink "../store/$manifest" "$ROOT/generations/$gen"
+	rm -f "$ROOT/confirmed/$gen"
+	sync "$ROOT/generations"
+	setsid sh "$agent" watchdog "$ROOT" "$gen" "$prev" "$timeout" </dev/null >>"$ROOT/watchdog.log" 2>&1 &
+	echo $! >"$ROOT/watchdog.pid"
+	relink "generations/$gen" "$ROOT/current"
+	sync "$ROOT"
+	printf 'previous %s\n' "$prev"
+	activate "$gen"
+	script="$ROOT/store/$(activation_of "$ROOT/generations/$gen")"
+	sh "$script" check
+	;;
+
+relabel)
+	# relabel N MANIFEST: generation N has the same manifest as the current
+	# one: record the number without activating anything.
+	gen=${1:?generation}
+	manifest=${2:?manifest}
+	exec 8>>"$ROOT/switch.lock"
+	flock 8
+	relink "../store/$manifest" "$ROOT/generations/$gen"
+	: >"$ROOT/confirmed/$gen"
+	relink "generations/$gen" "$ROOT/current"
+	sync "$ROOT"
+	;;
+
+watchdog)
+	# watchdog N PREV TIMEOUT: without confirmation of N in time, go back to PREV.
+	gen=$1
+	prev=$2
+	sleep "$3"
+	exec 8>>"$ROOT/switch.lock"
+	flock 8
+	[ -e "$ROOT/confirmed/$gen" ] && exit 0
+	[ "$(current_generation)" = "$gen" ] || exit 0
+	printf 'watchdog: generation %s not confirmed in %ss, back to %s\n' "$gen" "$3" "${prev:-nothing}"
+	roll_back_to "$prev"
+	;;
+
+confirm)
+	# confirm N: over a new connection; fails if the watchdog already rolled back.
+	gen=${1:?generation}
+	exec 8>>"$ROOT/switch.lock"
+	flock 8
+	[ "$(current_generation)" = "$gen" ] || die "generation $gen is no longer current (the watchdog rolled it back)"
+	: >"$ROOT/confirmed/$gen"
+	sync "$ROOT/confirmed"
+	pid=$(cat "$ROOT/watchdog.pid" 2>/dev/null || true)
+	[ -z "$pid" ] || kill "$pid" 2>/dev/null || true
+	echo confirmed
+	;;
+
+rollback)
+	# rollback N PREV: the deploy failed; undo N now rather than waiting.
+	gen=${1:?generation}
+	prev=${2-}
+	exec 8>>"$ROOT/switch.lock"
+	flock 8
+	pid=$(cat "$ROOT/watchdog.pid" 2>/dev/null || true)
+	[ -z "$pid" ] || kill "$pid" 2>/dev/null || true
+	if [ "$(current_generation)" = "$gen" ]; then
+		roll_back_to "$prev"
+	fi
+	echo "rolled back to ${prev:-nothing}"
+	;;
+
+*)
+	die "unknown command $cmd"
+	;;
+esac

@@ -1,0 +1,347 @@
+//! One host's part of a deploy: lock, learn what it holds, send what it
+//! lacks, switch, and confirm over a new connection.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::ssh::{Client, Connection, SshError, Target};
+use super::AGENT;
+use crate::pack::{self, Entry};
+use crate::store::{ObjectName, Store};
+
+/// Every remote step but the switch is quick; the switch runs activation
+/// and health checks.
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+const SWITCH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a host should become.
+#[derive(Debug, Clone)]
+pub struct Goal {
+    pub generation: u64,
+    pub manifest: ObjectName,
+    /// Every object the generation needs on this host, the agent included.
+    pub objects: BTreeSet<ObjectName>,
+    pub agent: ObjectName,
+}
+
+/// How one host's deploy ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// It already ran the target generation.
+    UpToDate,
+    /// Its artifacts did not change: the new number was recorded, nothing activated.
+    Unchanged,
+    Switched,
+    Failed,
+    /// Switched in this run, then rolled back because another host failed.
+    RolledBack,
+    /// Not attempted: another host failed first.
+    Skipped,
+    /// A dry run: what would be sent.
+    Planned,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub outcome: Outcome,
+    /// The generation the host ran before, if any.
+    pub from: Option<u64>,
+    pub to: u64,
+    pub objects_sent: usize,
+    pub bytes_sent: u64,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+/// Where a host was left after its own steps, for the site-wide rollback.
+pub struct Switched {
+    pub previous: Option<u64>,
+}
+
+fn agent_argv<'a>(command: &'a str, root: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut argv = vec!["sh", "-c", AGENT, "sov-agent", command, root];
+    argv.extend_from_slice(args);
+    argv
+}
+
+/// The host's answer to `state`.
+struct HostState {
+    current: Option<u64>,
+    /// The host manifest object of the current generation.
+    manifest: Option<String>,
+    objects: BTreeSet<String>,
+}
+
+async fn state(conn: &Connection) -> Result<HostState, SshError> {
+    let root = conn.target.root.as_str();
+    let out = conn
+        .run(
+            "read the host's state",
+            &agent_argv("state", root, &[]),
+            b"",
+            STEP_TIMEOUT,
+        )
+        .await?;
+    let mut state = HostState {
+        current: None,
+        manifest: None,
+        objects: BTreeSet::new(),
+    };
+    for line in out.lines() {
+        if let Some(n) = line.strip_prefix("current ") {
+            state.current = n.trim().parse().ok();
+        } else if let Some(m) = line.strip_prefix("manifest ") {
+            state.manifest = Some(m.trim().to_string()).filter(|m| !m.is_empty());
+        } else if let Some(o) = line.strip_prefix("object ") {
+            state.objects.insert(o.to_string());
+        }
+    }
+    Ok(state)
+}
+
+/// The objects a host lacks, packed in one compressed stream.
+fn pack_missing(store: &Store, missing: &[&ObjectName]) -> Result<Vec<u8>, String> {
+    let mut entries = Vec::new();
+    for object in missing {
+        let contents = store.read(object).map_err(|e| e.to_string())?;
+        entries.push(Entry {
+            path: object.to_string(),
+            contents,
+            mode: 0o444,
+        });
+    }
+    let tar = pack::tar(&entries).map_err(|e| e.to_string())?;
+    pack::zstd(&tar).map_err(|e| e.to_string())
+}
+
+/// Plans (dry run) or runs one host's deploy. On success the host runs the
+/// goal's generation, confirmed; on failure after the switch it has been
+/// rolled back.
+pub async fn deploy(
+    client: &Client,
+    store: &Store,
+    target: &Target,
+    goal: &Goal,
+    dry_run: bool,
+    confirm_timeout: Duration,
+    owner: &str,
+) -> (HostReport, Option<Switched>) {
+    let started = Instant::now();
+    let mut report = HostReport {
+        host: target.host.clone(),
+        outcome: Outcome::Failed,
+        from: None,
+        to: goal.generation,
+        objects_sent: 0,
+        bytes_sent: 0,
+        seconds: 0.0,
+        error: None,
+    };
+    let result = steps(
+        client,
+        store,
+        target,
+        goal,
+        dry_run,
+        confirm_timeout,
+        owner,
+        &mut report,
+    )
+    .await;
+    report.seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(switched) => (report, switched),
+        Err(e) => {
+            report.outcome = Outcome::Failed;
+            report.error = Some(e);
+            (report, None)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn steps(
+    client: &Client,
+    store: &Store,
+    target: &Target,
+    goal: &Goal,
+    dry_run: bool,
+    confirm_timeout: Duration,
+    owner: &str,
+    report: &mut HostReport,
+) -> Result<Option<Switched>, String> {
+    let conn = client.connect(target).await.map_err(|e| e.to_string())?;
+    let root = target.root.as_str();
+    let lock = if dry_run {
+        None
+    } else {
+        let held = conn
+            .hold(
+                "take the host lock",
+                &agent_argv("hold-lock", root, &[owner]),
+                STEP_TIMEOUT,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if held.first_line != "locked" {
+            let who = held.first_line.clone();
+            held.release().await;
+            return Err(format!(
+                "{}: another deploy holds the host lock ({who})",
+                target.host
+            ));
+        }
+        Some(held)
+    };
+    let result = switch(
+        client,
+        &conn,
+        store,
+        target,
+        goal,
+        dry_run,
+        confirm_timeout,
+        report,
+    )
+    .await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+    conn.close().await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn switch(
+    client: &Client,
+    conn: &Connection,
+    store: &Store,
+    target: &Target,
+    goal: &Goal,
+    dry_run: bool,
+    confirm_timeout: Duration,
+    report: &mut HostReport,
+) -> Result<Option<Switched>, String> {
+    let root = target.root.as_str();
+    let host_state = state(conn).await.map_err(|e| e.to_string())?;
+    report.from = host_state.current;
+    let missing: Vec<&ObjectName> = goal
+        .objects
+        .iter()
+        .filter(|o| !host_state.objects.contains(&o.to_string()))
+        .collect();
+    if host_state.current == Some(goal.generation) && missing.is_empty() {
+        report.outcome = Outcome::UpToDate;
+        return Ok(None);
+    }
+    let stream = if missing.is_empty() {
+        Vec::new()
+    } else {
+        pack_missing(store, &missing)
+            .map_err(|e| format!("{}: packing objects: {e}", target.host))?
+    };
+    report.objects_sent = missing.len();
+    report.bytes_sent = stream.len() as u64;
+    if dry_run {
+        report.outcome = Outcome::Planned;
+        return Ok(None);
+    }
+    let generation = goal.generation.to_string();
+    let manifest = goal.manifest.to_string();
+    if host_state.manifest.as_deref() == Some(manifest.as_str()) {
+        // Same artifacts under a new number: nothing to activate.
+        conn.run(
+            "record the generation",
+            &agent_argv("relabel", root, &[&generation, &manifest]),
+            b"",
+            STEP_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        report.outcome = Outcome::Unchanged;
+        return Ok(None);
+    }
+    if !stream.is_empty() {
+        conn.run(
+            "receive objects",
+            &agent_argv("receive", root, &[]),
+            &stream,
+            STEP_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    let timeout = confirm_timeout.as_secs().max(1).to_string();
+    let agent = goal.agent.to_string();
+    let previous = host_state.current;
+    let switched = conn
+        .run(
+            "switch and activate",
+            &agent_argv("switch", root, &[&generation, &manifest, &timeout, &agent]),
+            b"",
+            SWITCH_TIMEOUT,
+        )
+        .await;
+    if let Err(e) = switched {
+        roll_back(client, Some(conn), target, goal.generation, previous).await;
+        return Err(e.to_string());
+    }
+    // A new connection, not a channel of the old one: it must get through
+    // whatever the new generation's firewall allows.
+    let confirmed = async {
+        let fresh = client.connect(target).await?;
+        let out = fresh
+            .run(
+                "confirm",
+                &agent_argv("confirm", root, &[&generation]),
+                b"",
+                STEP_TIMEOUT,
+            )
+            .await;
+        fresh.close().await;
+        out
+    };
+    if let Err(e) = confirmed.await {
+        // The watchdog on the host rolls back by itself if we cannot reach it.
+        roll_back(client, None, target, goal.generation, previous).await;
+        return Err(format!(
+            "{e} (the host's watchdog returns it to generation {} within {} s)",
+            previous.map_or("none".to_string(), |p| p.to_string()),
+            confirm_timeout.as_secs()
+        ));
+    }
+    report.outcome = Outcome::Switched;
+    Ok(Some(Switched { previous }))
+}
+
+/// Puts the host back on `previous` now, over `conn` or a new connection;
+/// best effort: if the host cannot be reached, its watchdog does it.
+pub async fn roll_back(
+    client: &Client,
+    conn: Option<&Connection>,
+    target: &Target,
+    generation: u64,
+    previous: Option<u64>,
+) -> bool {
+    let generation = generation.to_string();
+    let previous = previous.map(|p| p.to_string()).unwrap_or_default();
+    let argv = agent_argv("rollback", &target.root, &[&generation, &previous]);
+    match conn {
+        Some(c) => c.run("roll back", &argv, b"", SWITCH_TIMEOUT).await.is_ok(),
+        None => match client.connect(target).await {
+            Ok(fresh) => {
+                let ok = fresh
+                    .run("roll back", &argv, b"", SWITCH_TIMEOUT)
+                    .await
+                    .is_ok();
+                fresh.close().await;
+                ok
+            }
+            Err(_) => false,
+        },
+    }
+}

@@ -1,0 +1,256 @@
+//! Connections to hosts through OpenSSH, with host keys pinned by the site:
+//! `StrictHostKeyChecking=yes` against a known_hosts file sov writes, a
+//! timeout on every step, and errors that name the host, the step and what
+//! the host said.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openssh::{KnownHosts, Session, SessionBuilder};
+use tokio::io::AsyncWriteExt;
+
+/// Where and as whom sov reaches one host.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    /// The pinned public key line (`ssh-ed25519 AAAA…`).
+    pub host_key: String,
+    /// sov's state root on the host.
+    pub root: String,
+}
+
+impl Target {
+    /// The known_hosts line that pins this host's key.
+    pub fn known_hosts_line(&self) -> String {
+        let key: Vec<&str> = self.host_key.split_whitespace().take(2).collect();
+        if self.port == 22 {
+            format!("{} {}\n", self.address, key.join(" "))
+        } else {
+            format!("[{}]:{} {}\n", self.address, self.port, key.join(" "))
+        }
+    }
+}
+
+/// A failed remote step.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("{host}: cannot connect to {address}: {detail}")]
+    Connect {
+        host: String,
+        address: String,
+        detail: String,
+    },
+    #[error("{host}: {step} failed (exit {code}): {stderr}")]
+    Failed {
+        host: String,
+        step: &'static str,
+        code: String,
+        stderr: String,
+    },
+    #[error("{host}: {step} did not finish within {secs} s")]
+    Timeout {
+        host: String,
+        step: &'static str,
+        secs: u64,
+    },
+    #[error("{host}: {step}: the connection failed")]
+    Transport {
+        host: String,
+        step: &'static str,
+        #[source]
+        source: openssh::Error,
+    },
+}
+
+/// Options every connection shares.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// known_hosts made from the site's pinned keys.
+    pub known_hosts: PathBuf,
+    /// The private key to log in with (ssh's default when None).
+    pub identity: Option<PathBuf>,
+    /// Where the control sockets live.
+    pub control_dir: PathBuf,
+    pub connect_timeout: Duration,
+}
+
+/// An open (multiplexed) connection to one host.
+pub struct Connection {
+    pub target: Target,
+    session: Session,
+}
+
+impl Client {
+    fn builder(&self, target: &Target) -> SessionBuilder {
+        let mut b = SessionBuilder::default();
+        b.user(target.user.clone())
+            .port(target.port)
+            .known_hosts_check(KnownHosts::Strict)
+            .user_known_hosts_file(&self.known_hosts)
+            .control_directory(&self.control_dir)
+            .connect_timeout(self.connect_timeout)
+            .server_alive_interval(Duration::from_secs(5))
+            .config_file("/dev/null");
+        if let Some(identity) = &self.identity {
+            b.keyfile(identity);
+        }
+        b
+    }
+
+    /// Opens a new master connection (never reusing another one: a
+    /// confirmation must prove that a new connection gets through).
+    pub async fn connect(&self, target: &Target) -> Result<Connection, SshError> {
+        let session = self
+            .builder(target)
+            .connect(&target.address)
+            .await
+            .map_err(|e| SshError::Connect {
+                host: target.host.clone(),
+                address: target.address.clone(),
+                detail: error_chain(&e),
+            })?;
+        Ok(Connection {
+            target: target.clone(),
+            session,
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(cause.to_string().trim());
+        source = cause.source();
+    }
+    text
+}
+
+impl Connection {
+    /// Runs `argv` on the host (each word quoted for the remote shell),
+    /// feeding it `stdin`; fails on a non-zero exit or after `timeout`.
+    pub async fn run(
+        &self,
+        step: &'static str,
+        argv: &[&str],
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> Result<String, SshError> {
+        let host = self.target.host.clone();
+        let work = async {
+            let mut command = self.session.command(argv[0]);
+            command.args(&argv[1..]);
+            command
+                .stdin(openssh::Stdio::piped())
+                .stdout(openssh::Stdio::piped())
+                .stderr(openssh::Stdio::piped());
+            let mut child = command.spawn().await?;
+            if let Some(mut input) = child.stdin().take() {
+                // A host that exits early closes the pipe; its status says why.
+                let _ = input.write_all(stdin).await;
+                let _ = input.shutdown().await;
+            }
+            child.wait_with_output().await
+        };
+        let output = tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| SshError::Timeout {
+                host: host.clone(),
+                step,
+                secs: timeout.as_secs(),
+            })?
+            .map_err(|source| SshError::Transport {
+                host: host.clone(),
+                step,
+                source,
+            })?;
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        let mut said = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        if said.is_empty() {
+            said = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        }
+        Err(SshError::Failed {
+            host,
+            step,
+            code: output
+                .status
+                .code()
+                .map_or("by signal".to_string(), |c| c.to_string()),
+            stderr: said,
+        })
+    }
+
+    /// Starts a long-running command whose stdin sov keeps open (the host
+    /// lock); returns its first line of output.
+    pub async fn hold(
+        &self,
+        step: &'static str,
+        argv: &[&str],
+        timeout: Duration,
+    ) -> Result<Held<'_>, SshError> {
+        let host = self.target.host.clone();
+        let transport = |source| SshError::Transport {
+            host: host.clone(),
+            step,
+            source,
+        };
+        let mut command = self.session.command(argv[0]);
+        command.args(&argv[1..]);
+        command
+            .stdin(openssh::Stdio::piped())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::null());
+        let mut child = command.spawn().await.map_err(transport)?;
+        let stdout = child.stdout().take();
+        let first = async {
+            use tokio::io::AsyncBufReadExt;
+            let mut line = String::new();
+            if let Some(out) = stdout {
+                let mut reader = tokio::io::BufReader::new(out);
+                reader.read_line(&mut line).await.ok();
+            }
+            line
+        };
+        let line = tokio::time::timeout(timeout, first)
+            .await
+            .map_err(|_| SshError::Timeout {
+                host: host.clone(),
+                step,
+                secs: timeout.as_secs(),
+            })?;
+        Ok(Held {
+            child,
+            first_line: line.trim().to_string(),
+        })
+    }
+
+    pub async fn close(self) {
+        let _ = self.session.close().await;
+    }
+}
+
+/// A remote command kept running until dropped (its stdin then closes).
+pub struct Held<'s> {
+    child: openssh::Child<&'s Session>,
+    pub first_line: String,
+}
+
+impl Held<'_> {
+    /// Ends the command by closing its stdin, and waits for it.
+    pub async fn release(mut self) {
+        drop(self.child.stdin().take());
+        let _ = self.child.wait().await;
+    }
+}
+
+/// Writes the known_hosts file for a set of targets.
+pub fn write_known_hosts(path: &Path, targets: &[Target]) -> std::io::Result<()> {
+    let text: String = targets.iter().map(Target::known_hosts_line).collect();
+    std::fs::write(path, text)
+}
