@@ -52,6 +52,8 @@ pub enum Command {
         #[command(flatten)]
         hosts: HostArgs,
     },
+    /// Print the SSH host keys a site's hosts present, to pin in the site file (never trusted automatically).
+    Keyscan { site: String },
     /// List a site's generations.
     Generations { site: String },
     /// Inspect the store.
@@ -184,6 +186,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             )
         }
         Command::Generations { site } => generations(&state, &site),
+        Command::Keyscan { site } => keyscan(&root, &site),
         Command::Store {
             command: StoreCommand::Verify,
         } => verify(&state),
@@ -372,6 +375,49 @@ fn generations(state: &Path, site: &str) -> Result<(), CliError> {
             ""
         };
         println!("{:>4}  {when}  {}{mark}", r.generation, r.manifest.digest());
+    }
+    Ok(())
+}
+
+/// Prints, per host, the key it presents now, as a line to paste into the
+/// site file after checking it out of band.
+fn keyscan(root: &Path, site: &str) -> Result<(), CliError> {
+    let stack =
+        crate::model::Stack::load(root).map_err(|d| CliError::Build(BuildError::Input(d)))?;
+    let site_def = stack
+        .site(site)
+        .ok_or_else(|| deploy::DeployError::UnknownSite(site.to_string()))?;
+    for host in &site_def.hosts {
+        let address = host
+            .ssh
+            .address
+            .clone()
+            .or_else(|| host.ip.map(|ip| ip.to_string()))
+            .unwrap_or_default();
+        let keys = deploy::ssh::scan(&address, host.ssh.port, Some("ed25519"));
+        match keys.first() {
+            Some(key) => {
+                let pinned = host
+                    .ssh
+                    .host_key
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let note = if pinned == *key {
+                    "matches the pin"
+                } else {
+                    "differs from the pin"
+                };
+                println!(
+                    "# {} ({address}): {} {note}",
+                    host.name,
+                    deploy::ssh::fingerprint(key)
+                );
+                println!("{}: host_key = \"{key}\"", host.name);
+            }
+            None => println!("# {} ({address}): no answer", host.name),
+        }
     }
     Ok(())
 }

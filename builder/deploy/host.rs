@@ -306,8 +306,10 @@ async fn switch(
         out
     };
     if let Err(e) = confirmed.await {
-        // The watchdog on the host rolls back by itself if we cannot reach it.
-        roll_back(client, None, target, goal.generation, previous).await;
+        // The established connection usually survives a firewall that
+        // refuses new ones: roll back over it now. If it is gone too, the
+        // host's watchdog rolls back by itself.
+        roll_back(client, Some(conn), target, goal.generation, previous).await;
         return Err(format!(
             "{e} (the host's watchdog returns it to generation {} within {} s)",
             previous.map_or("none".to_string(), |p| p.to_string()),

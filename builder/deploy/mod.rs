@@ -312,7 +312,6 @@ async fn run(
             if matches!(report.outcome, Outcome::Failed) {
                 failed.store(true, std::sync::atomic::Ordering::SeqCst);
             }
-            eprintln!("{}: {}", target.host, describe(&report));
             (report, switched)
         }));
     }

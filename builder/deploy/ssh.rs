@@ -37,6 +37,12 @@ impl Target {
 /// A failed remote step.
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
+    #[error("{host}: refused: it presents host key {offered}, but the site pins {expected}; nothing was sent (if the host was re-installed, pin its new key: sov keyscan)")]
+    HostKey {
+        host: String,
+        expected: String,
+        offered: String,
+    },
     #[error("{host}: cannot connect to {address}: {detail}")]
     Connect {
         host: String,
@@ -107,10 +113,20 @@ impl Client {
             .builder(target)
             .connect(&target.address)
             .await
-            .map_err(|e| SshError::Connect {
-                host: target.host.clone(),
-                address: target.address.clone(),
-                detail: error_chain(&e),
+            .map_err(|e| {
+                let detail = error_chain(&e);
+                match offered_key_mismatch(target) {
+                    Some((expected, offered)) => SshError::HostKey {
+                        host: target.host.clone(),
+                        expected,
+                        offered,
+                    },
+                    None => SshError::Connect {
+                        host: target.host.clone(),
+                        address: target.address.clone(),
+                        detail,
+                    },
+                }
             })?;
         Ok(Connection {
             target: target.clone(),
@@ -253,4 +269,66 @@ impl Held<'_> {
 pub fn write_known_hosts(path: &Path, targets: &[Target]) -> std::io::Result<()> {
     let text: String = targets.iter().map(Target::known_hosts_line).collect();
     std::fs::write(path, text)
+}
+
+/// The keys a host offers, as `ssh-keyscan` prints them (no trust implied).
+pub fn scan(address: &str, port: u16, key_type: Option<&str>) -> Vec<String> {
+    let mut command = std::process::Command::new("ssh-keyscan");
+    command.args(["-T", "5", "-p", &port.to_string()]);
+    if let Some(t) = key_type {
+        command.args(["-t", t]);
+    }
+    let Ok(out) = command
+        .arg(address)
+        .stderr(std::process::Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' ').map(|(_, key)| key.to_string()))
+        .collect()
+}
+
+/// `SHA256:…` of a public key line, as OpenSSH prints fingerprints.
+pub fn fingerprint(key: &str) -> String {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(key.as_bytes())?;
+                stdin.write_all(b"\n")?;
+            }
+            child.wait_with_output()
+        });
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string(),
+        _ => key.to_string(),
+    }
+}
+
+/// After a failed connection: does the host offer a key of the pinned type
+/// that differs from the pin? Returns (expected, offered) fingerprints.
+fn offered_key_mismatch(target: &Target) -> Option<(String, String)> {
+    let pinned: Vec<&str> = target.host_key.split_whitespace().take(2).collect();
+    let key_type = pinned.first().copied()?;
+    let offered = scan(
+        &target.address,
+        target.port,
+        Some(key_type.trim_start_matches("ssh-")),
+    );
+    let offered = offered.into_iter().find(|k| k.starts_with(key_type))?;
+    let offered_parts: Vec<&str> = offered.split_whitespace().take(2).collect();
+    (offered_parts != pinned).then(|| (fingerprint(&pinned.join(" ")), fingerprint(&offered)))
 }
