@@ -263,7 +263,9 @@ async fn switch(
         .await
         .map_err(|e| e.to_string())?;
         report.outcome = Outcome::Unchanged;
-        return Ok(None);
+        return Ok(Some(Switched {
+            previous: host_state.current,
+        }));
     }
     if !stream.is_empty() {
         conn.run(

@@ -1,0 +1,317 @@
+//! `sov deploy` end to end on real hosts: systemd-nspawn containers with
+//! their own network namespace, sshd and host key (tests/common/hosts.rs).
+//! Every deploy goes through OpenSSH.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::hosts::{Host, Lab};
+use common::{copy_tree, repo, stderr};
+
+/// A stack whose site `lab` is made of the lab's hosts: `fw` runs the
+/// firewall, `ns` the zones, the rest are plain hosts.
+struct LabStack {
+    dir: tempfile::TempDir,
+    identity: PathBuf,
+}
+
+const PLAIN_IMAGE: &str = r#"description = "a plain host of the test lab"
+[[health]]
+name = "alive"
+command = ["true"]
+"#;
+
+const FIREWALL_IMAGE: &str = r#"description = "the lab's firewall"
+[[health]]
+name = "ruleset"
+command = ["nft", "list", "table", "inet", "filter"]
+"#;
+
+impl LabStack {
+    fn new(lab: &Lab) -> LabStack {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["templates", "images"] {
+            copy_tree(&repo().join(sub), &dir.path().join(sub));
+        }
+        fs::create_dir_all(dir.path().join("sites")).unwrap();
+        fs::copy(
+            repo().join("sites/stack.toml"),
+            dir.path().join("sites/stack.toml"),
+        )
+        .unwrap();
+        fs::write(dir.path().join("images/plain.toml"), PLAIN_IMAGE).unwrap();
+        fs::write(dir.path().join("images/labfw.toml"), FIREWALL_IMAGE).unwrap();
+        let stack = LabStack {
+            dir,
+            identity: lab.client_key.clone(),
+        };
+        stack.write_site(lab, "eth0", &[]);
+        stack
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The lab site: one VLAN (the lab's management network, on the
+    /// firewall's `mgmt_interface`), hosts with their pinned keys, and
+    /// `extra` TOML appended.
+    fn write_site(&self, lab: &Lab, mgmt_interface: &str, extra: &[&str]) {
+        let net = lab.gateway.octets();
+        let subnet = format!("{}.{}.{}.0/24", net[0], net[1], net[2]);
+        let switch_ip = format!("{}.{}.{}.250", net[0], net[1], net[2]);
+        let mut site = format!(
+            r#"name = "lab"
+region = "eu-central"
+role = "primary"
+wan_address = "192.0.2.10"
+
+[domains]
+public = ["example.org"]
+internal = "lab.example.internal"
+
+[[vlans]]
+id = 10
+name = "mgmt"
+subnet = "{subnet}"
+gateway = "{gw}"
+interface = "{mgmt_interface}"
+
+[switch]
+name = "sw1"
+dialect = "cisco-ios"
+management_vlan = "mgmt"
+management_ip = "{switch_ip}"
+
+[[switch.ports]]
+name = "GigabitEthernet1/0/1"
+mode = "access"
+vlan = "mgmt"
+
+[firewall]
+dialect = "nftables"
+host = "{fw}"
+wan_interface = "wan0"
+
+[dhcp]
+server = "{fw}"
+
+[dns]
+servers = ["{fw}"]
+"#,
+            gw = lab.gateway,
+            fw = lab.hosts[0].name,
+        );
+        for (i, host) in lab.hosts.iter().enumerate() {
+            let image = if i == 0 { "labfw" } else { "plain" };
+            site.push_str(&format!(
+                "\n[[hosts]]\nname = \"{}\"\nvlan = \"mgmt\"\nmac = \"02:00:00:00:00:{:02x}\"\nip = \"{}\"\nimage = \"{image}\"\nssh = {{ host_key = \"{}\" }}\n",
+                host.name,
+                i + 1,
+                host.address,
+                host.host_key_pub.trim()
+            ));
+        }
+        for e in extra {
+            site.push_str(e);
+        }
+        fs::write(self.dir.path().join("sites/lab.toml"), site).unwrap();
+    }
+
+    fn sov(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_sov"))
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn build(&self) {
+        let out = self.sov(&["build"]);
+        assert!(out.status.success(), "build: {}", stderr(&out));
+    }
+
+    fn deploy(&self, extra: &[&str]) -> Output {
+        let identity = self.identity.display().to_string();
+        let mut args = vec!["deploy", "lab", "--identity", &identity, "--json"];
+        args.extend_from_slice(extra);
+        self.sov(&args)
+    }
+}
+
+/// The generation a host's `current` points at, read from its filesystem.
+fn current(host: &Host) -> Option<u64> {
+    let link = fs::read_link(host.root.join("var/lib/sov/current")).ok()?;
+    link.to_str()?.strip_prefix("generations/")?.parse().ok()
+}
+
+fn report(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("no JSON report; stderr:\n{}", stderr(out)))
+}
+
+#[test]
+fn deploy_switches_every_host_and_a_second_deploy_does_nothing() {
+    let Some(lab) = Lab::start(3) else { return };
+    let stack = LabStack::new(&lab);
+    stack.build();
+    let out = stack.deploy(&[]);
+    assert!(out.status.success(), "deploy: {}", stderr(&out));
+    let r = report(&out);
+    for h in r["hosts"].as_array().unwrap() {
+        assert_eq!(h["outcome"], "switched", "{h}");
+        assert!(h["bytes_sent"].as_u64().unwrap() > 0);
+    }
+    for host in &lab.hosts {
+        assert_eq!(
+            current(host),
+            Some(1),
+            "{} is not on generation 1",
+            host.name
+        );
+        let confirmed = host.root.join("var/lib/sov/confirmed/1");
+        assert!(confirmed.exists(), "{} was not confirmed", host.name);
+        // Every object on the host has the hash its name says.
+        let listing = lab.ssh_ok(host, &["sh", "-c", "cd /var/lib/sov/store && for f in *; do case $f in *.zst) h=$(zstd -dcq \"$f\" | b3sum --no-names);; *) h=$(b3sum --no-names \"$f\");; esac; [ \"${f%%-*}\" = \"$h\" ] || echo \"BAD $f\"; done"]);
+        assert!(!listing.contains("BAD"), "{}: {listing}", host.name);
+    }
+    // The firewall host runs the site's ruleset.
+    let rules = lab.ssh_ok(&lab.hosts[0], &["nft", "list", "table", "inet", "filter"]);
+    assert!(rules.contains("SSH from VLAN mgmt"), "{rules}");
+
+    let again = stack.deploy(&[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    for h in report(&again)["hosts"].as_array().unwrap() {
+        assert_eq!(h["outcome"], "up-to-date", "{h}");
+        assert_eq!(h["bytes_sent"], 0);
+    }
+}
+
+#[test]
+fn deploy_rolls_back_when_the_new_firewall_cuts_ssh() {
+    let Some(lab) = Lab::start(2) else { return };
+    let stack = LabStack::new(&lab);
+    stack.build();
+    let out = stack.deploy(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fw = &lab.hosts[0];
+    assert_eq!(current(fw), Some(1));
+
+    // The new ruleset allows SSH only on an interface the firewall lacks.
+    stack.write_site(&lab, "eth9", &[]);
+    stack.build();
+    let timeout = 5;
+    let started = Instant::now();
+    let out = stack.deploy(&[
+        "--confirm-timeout",
+        &timeout.to_string(),
+        "--hosts",
+        &fw.name,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&fw.name),
+        "the error names the host: {}",
+        stderr(&out)
+    );
+
+    let deadline = started + Duration::from_secs(timeout + 10) + Duration::from_secs(30);
+    loop {
+        let back = current(fw) == Some(1) && lab.ssh(fw, &["true"]).status.success();
+        if back {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} is not back on generation 1 and reachable",
+            fw.name
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let rules = lab.ssh_ok(fw, &["nft", "list", "table", "inet", "filter"]);
+    assert!(
+        rules.contains("\"eth0\""),
+        "the old ruleset is back: {rules}"
+    );
+}
+
+#[test]
+fn a_failing_health_check_rolls_back_every_host_of_the_run() {
+    let Some(lab) = Lab::start(3) else { return };
+    let stack = LabStack::new(&lab);
+    stack.build();
+    assert!(stack.deploy(&[]).status.success());
+
+    // Generation 2 changes every host, and its plain image's health check fails.
+    let failing = PLAIN_IMAGE.replace("command = [\"true\"]", "command = [\"false\"]");
+    fs::write(stack.root().join("images/plain.toml"), failing).unwrap();
+    stack.build();
+    let out = stack.deploy(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = report(&out);
+    let outcomes: Vec<&str> = r["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["outcome"].as_str().unwrap())
+        .collect();
+    assert!(outcomes.contains(&"failed"), "{outcomes:?}");
+    for host in &lab.hosts {
+        assert_eq!(
+            current(host),
+            Some(1),
+            "{} was left on the new generation",
+            host.name
+        );
+    }
+}
+
+#[test]
+fn a_host_presenting_another_key_is_refused_and_nothing_is_sent() {
+    let Some(lab) = Lab::start(1) else { return };
+    let stack = LabStack::new(&lab);
+    let site = fs::read_to_string(stack.root().join("sites/lab.toml")).unwrap();
+    let wrong = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHzD9J5UrJC7KIbiQ1pJlfnxtccwQ75TsKa1fepLnrhV";
+    let key = lab.hosts[0].host_key_pub.trim().to_string();
+    fs::write(
+        stack.root().join("sites/lab.toml"),
+        site.replace(&key, wrong),
+    )
+    .unwrap();
+    stack.build();
+    let out = stack.deploy(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&lab.hosts[0].name) && err.to_lowercase().contains("host key"),
+        "{err}"
+    );
+    assert!(
+        !lab.hosts[0].root.join("var/lib/sov/store").exists(),
+        "something was sent"
+    );
+}
+
+#[test]
+fn rollback_returns_every_host_to_the_previous_generation() {
+    let Some(lab) = Lab::start(2) else { return };
+    let stack = LabStack::new(&lab);
+    stack.build();
+    assert!(stack.deploy(&[]).status.success());
+    stack.write_site(&lab, "eth0", &["\n[[records]]\nzone = \"internal\"\nname = \"extra\"\ntype = \"A\"\nvalue = \"10.0.0.1\"\n"]);
+    stack.build();
+    let out = stack.deploy(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(current(&lab.hosts[0]), Some(2));
+    let identity = stack.identity.display().to_string();
+    let out = stack.sov(&["rollback", "lab", "--identity", &identity]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for host in &lab.hosts {
+        assert_eq!(current(host), Some(1), "{}", host.name);
+    }
+}
