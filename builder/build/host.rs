@@ -4,54 +4,47 @@
 use std::collections::BTreeMap;
 
 use super::manifest::{ArtifactEntry, HostManifest, MANIFEST_FORMAT};
-use super::plan::{self, Derivation, SitePlan};
+use super::plan::{self, Derivation, Roles, SitePlan};
 use crate::model::Stack;
 use crate::render::context::{
-    ActivationContext, ComposeActivation, ObjectRef, SecretInfo, SiteInfo,
+    ActivationContext, ComposeActivation, HostInfo, SecretInfo, SiteInfo,
 };
 use crate::render::secret_path;
 use crate::store::{Digest, ObjectName};
 
-fn object_ref(root: &str, object: &ObjectName) -> ObjectRef {
-    ObjectRef {
-        name: object.name().to_string(),
-        path: format!("{root}/store/{object}"),
-    }
-}
-
+/// The activation script's context: the host, its roles' artifacts by name,
+/// and what its image says about secrets, data and health.
 pub fn activation_context(
     stack: &Stack,
     site: &crate::model::Site,
     plan: &SitePlan,
-    host: &plan::HostPlan,
-    outputs: &BTreeMap<Digest, ObjectName>,
+    info: &HostInfo,
+    roles: &Roles,
+    bundle: Option<&Derivation>,
 ) -> ActivationContext {
-    let root = host.info.root.as_str();
-    let image = stack.image(&host.info.image);
-    let r = |d: &Derivation| object_ref(root, &outputs[&d.key]);
+    let image = stack.image(&info.image);
     ActivationContext {
         site: SiteInfo::new(stack, site),
-        host: host.info.clone(),
-        firewall: host.roles.firewall.then(|| r(&plan.firewall)),
-        dhcp: host.roles.dhcp.then(|| r(&plan.dhcp)),
-        zones: if host.roles.dns {
+        host: info.clone(),
+        firewall: roles.firewall.then(|| plan.firewall.name.clone()),
+        dhcp: roles.dhcp.then(|| plan.dhcp.name.clone()),
+        zones: if roles.dns {
             plan.zones
                 .iter()
-                .map(|(origin, d)| (origin.clone(), r(d)))
+                .map(|(origin, d)| (origin.clone(), d.name.clone()))
                 .collect()
         } else {
             BTreeMap::new()
         },
         compose: image
             .and_then(|i| i.compose.as_ref())
-            .zip(host.bundle.as_ref())
+            .zip(bundle)
             .map(|(c, d)| ComposeActivation {
-                bundle: r(d),
+                bundle: d.name.clone(),
                 project: c.project.to_string(),
                 up: c.up.clone(),
                 down: c.down.clone(),
             }),
-        seed: r(&host.seed),
         secrets: image
             .map(|i| {
                 i.secrets
@@ -72,9 +65,9 @@ pub fn activation_context(
 pub fn host_manifest(
     plan: &SitePlan,
     host: &plan::HostPlan,
-    activation: &Derivation,
     outputs: &BTreeMap<Digest, ObjectName>,
 ) -> HostManifest {
+    let activation = &host.activation;
     let mut derivations: Vec<&Derivation> = Vec::new();
     if host.roles.firewall {
         derivations.push(&plan.firewall);

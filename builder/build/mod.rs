@@ -23,7 +23,7 @@ use crate::render::{Kind, Templates};
 use crate::store::{Digest, ObjectName, StateLock, Store, StoreError};
 pub use cache::Cache;
 pub use generation::{Generation, Profile};
-use host::{activation_context, host_manifest};
+use host::host_manifest;
 use manifest::{encode, ArtifactEntry, HostEntry, SiteManifest, MANIFEST_FORMAT};
 use plan::{Derivation, SitePlan};
 use realise::{realise, RealiseError};
@@ -113,35 +113,15 @@ pub fn build(paths: &Paths<'_>, sites: &[String]) -> Result<Report, BuildError> 
         rendered: BTreeSet::new(),
         problems: Diagnostics::default(),
     };
-    let first: Vec<&Derivation> = plans.iter().flat_map(|p| p.derivations()).collect();
-    builder.realise_all(&first)?;
-    builder.fail_on_problems()?;
-
-    // Activation scripts name the other artifacts by hash: plan them now.
-    let mut activations: Vec<Vec<Derivation>> = Vec::new();
-    for plan in &plans {
-        let site = stack
-            .site(plan.site.as_str())
-            .ok_or_else(|| unknown(&stack, plan.site.as_str()))?;
-        let planned = plan
-            .hosts
-            .iter()
-            .map(|host| {
-                let context = activation_context(&stack, site, plan, host, &builder.outputs);
-                plan::plan_activation(&templates, plan.site.as_str(), &host.host, &context)
-            })
-            .collect();
-        activations.push(planned);
-    }
-    let second: Vec<&Derivation> = activations.iter().flatten().collect();
-    builder.realise_all(&second)?;
+    let all: Vec<&Derivation> = plans.iter().flat_map(|p| p.derivations()).collect();
+    builder.realise_all(&all)?;
     builder.fail_on_problems()?;
 
     let mut manifests = Vec::new();
-    for (plan, activations) in plans.iter().zip(&activations) {
+    for plan in &plans {
         let mut hosts = Vec::new();
-        for (host, activation) in plan.hosts.iter().zip(activations) {
-            let manifest = host_manifest(plan, host, activation, &builder.outputs);
+        for host in &plan.hosts {
+            let manifest = host_manifest(plan, host, &builder.outputs);
             let name = format!("{}-{}-manifest.json", plan.site, host.host);
             hosts.push(HostEntry {
                 name: host.host.to_string(),
@@ -171,9 +151,9 @@ pub fn build(paths: &Paths<'_>, sites: &[String]) -> Result<Report, BuildError> 
     cache.record(outputs.iter())?;
 
     let mut report = Report { sites: Vec::new() };
-    for ((plan, manifest), activations) in plans.iter().zip(&manifests).zip(&activations) {
+    for (plan, manifest) in plans.iter().zip(&manifests) {
         let (generation, recorded) = Profile::open(paths.state, &plan.site).record(manifest)?;
-        let derivations: Vec<&Derivation> = plan.derivations().chain(activations).collect();
+        let derivations: Vec<&Derivation> = plan.derivations().collect();
         let artifacts = derivations
             .iter()
             .map(|d| {

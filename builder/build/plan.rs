@@ -126,8 +126,7 @@ impl Roles {
     }
 }
 
-/// The derivations of one site, except activation scripts (which name the
-/// other artifacts by hash and are planned once those are known).
+/// The derivations of one site.
 pub struct SitePlan {
     pub site: crate::model::SiteName,
     pub firewall: Derivation,
@@ -144,6 +143,7 @@ pub struct HostPlan {
     pub roles: Roles,
     pub seed: Derivation,
     pub bundle: Option<Derivation>,
+    pub activation: Derivation,
 }
 
 impl SitePlan {
@@ -156,11 +156,13 @@ impl SitePlan {
 
     /// Every derivation of the plan, site artifacts first.
     pub fn derivations(&self) -> impl Iterator<Item = &Derivation> {
-        self.site_derivations().chain(
-            self.hosts
-                .iter()
-                .flat_map(|h| std::iter::once(&h.seed).chain(h.bundle.as_ref())),
-        )
+        self.site_derivations()
+            .chain(self.hosts.iter().flat_map(|h| {
+                [&h.seed]
+                    .into_iter()
+                    .chain(&h.bundle)
+                    .chain([&h.activation])
+            }))
     }
 }
 
@@ -254,23 +256,32 @@ pub fn plan_site(
                     &context::compose(stack, site, info.clone(), image),
                 )
             });
-            Some(HostPlan {
-                host: h.name.clone(),
-                roles: Roles::of(site, &h.name),
-                info,
-                seed,
-                bundle,
-            })
+            Some((h.name.clone(), info, seed, bundle))
         })
-        .collect();
-    SitePlan {
+        .collect::<Vec<_>>();
+    let mut plan = SitePlan {
         site: site.name.clone(),
         firewall,
         switch,
         dhcp,
         zones,
-        hosts,
+        hosts: Vec::new(),
+    };
+    for (host, info, seed, bundle) in hosts {
+        let roles = Roles::of(site, &host);
+        let context =
+            super::host::activation_context(stack, site, &plan, &info, &roles, bundle.as_ref());
+        let activation = plan_activation(templates, site.name.as_str(), &host, &context);
+        plan.hosts.push(HostPlan {
+            host,
+            info,
+            roles,
+            seed,
+            bundle,
+            activation,
+        });
     }
+    plan
 }
 
 /// The files whose history decides a zone's serial.
@@ -301,8 +312,8 @@ pub const SEED_FILES: [(&str, &str); 3] = [
     ("user-data", "cloud-init/user-data.j2"),
 ];
 
-/// The activation script of a host, planned once its other artifacts are known.
-pub fn plan_activation(
+/// The activation script of a host.
+fn plan_activation(
     templates: &Templates,
     site: &str,
     host: &HostName,

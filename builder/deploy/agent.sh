@@ -44,7 +44,7 @@ activate() {
 	[ -e "$manifest" ] || die "generation $1 has no manifest on this host"
 	script="$ROOT/store/$(activation_of "$manifest")"
 	[ -f "$script" ] || die "generation $1: activation script missing from the store"
-	sh "$script" activate
+	SOV_MANIFEST=$manifest sh "$script" activate
 }
 
 # Points current back at generation $1 (or at nothing) and re-activates it.
@@ -135,7 +135,7 @@ switch)
 	printf 'previous %s\n' "$prev"
 	activate "$gen"
 	script="$ROOT/store/$(activation_of "$ROOT/generations/$gen")"
-	sh "$script" check
+	SOV_MANIFEST="$ROOT/generations/$gen" sh "$script" check
 	;;
 
 relabel)

@@ -504,24 +504,19 @@ pub fn compose(stack: &Stack, site: &Site, host: HostInfo, image: &Image) -> Com
 
 // ---- activation ----------------------------------------------------------
 
-/// An artifact as the activation script refers to it on the host.
-#[derive(Debug, Clone, Serialize)]
-pub struct ObjectRef {
-    pub name: String,
-    /// `<root>/store/<hash>-<name>` on the host.
-    pub path: String,
-}
-
+/// What the activation script sees. It names the host's other artifacts by
+/// name (`fra1-firewall.nft`), never by hash: it looks their store paths up
+/// in the generation's manifest when it runs, so that changing an artifact
+/// does not change the script.
 #[derive(Debug, Clone, Serialize)]
 pub struct ActivationContext {
     pub site: SiteInfo,
     pub host: HostInfo,
-    pub firewall: Option<ObjectRef>,
-    pub dhcp: Option<ObjectRef>,
-    /// Zone origin to its file.
-    pub zones: BTreeMap<String, ObjectRef>,
+    pub firewall: Option<String>,
+    pub dhcp: Option<String>,
+    /// Zone origin to the name of its file.
+    pub zones: BTreeMap<String, String>,
     pub compose: Option<ComposeActivation>,
-    pub seed: ObjectRef,
     pub secrets: Vec<SecretInfo>,
     pub data: Option<Data>,
     pub health: Vec<HealthCheck>,
@@ -529,7 +524,8 @@ pub struct ActivationContext {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ComposeActivation {
-    pub bundle: ObjectRef,
+    /// The bundle's artifact name.
+    pub bundle: String,
     pub project: String,
     pub up: Vec<String>,
     pub down: Vec<String>,
