@@ -315,3 +315,46 @@ fn rollback_returns_every_host_to_the_previous_generation() {
         assert_eq!(current(host), Some(1), "{}", host.name);
     }
 }
+
+#[test]
+fn rollback_to_a_generation_the_host_collected_sends_its_objects_again() {
+    let Some(lab) = Lab::start(1) else { return };
+    let stack = LabStack::new(&lab);
+    let host = &lab.hosts[0];
+    for n in 0..7 {
+        let record = format!("\n[[records]]\nzone = \"internal\"\nname = \"gen{n}\"\ntype = \"TXT\"\nvalue = \"generation {n}\"\n");
+        stack.write_site(&lab, "eth0", &[&record]);
+        stack.build();
+        let out = stack.deploy(&[]);
+        assert!(out.status.success(), "deploy {n}: {}", stderr(&out));
+    }
+    assert_eq!(current(host), Some(7));
+    let generations = host.root.join("var/lib/sov/generations");
+    assert!(
+        !generations.join("1").exists(),
+        "the host kept generation 1"
+    );
+    let identity = stack.identity.display().to_string();
+    let out = stack.sov(&[
+        "rollback",
+        "lab",
+        "--to",
+        "1",
+        "--identity",
+        &identity,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sent = report(&out)["hosts"][0]["objects_sent"].as_u64().unwrap();
+    assert!(sent > 0, "generation 1's objects had to travel again");
+    assert_eq!(current(host), Some(1));
+    let zone = lab.ssh_ok(
+        host,
+        &[
+            "sh",
+            "-c",
+            "cat /var/lib/sov/store/*-lab-zone-lab.example.internal",
+        ],
+    );
+    assert!(zone.contains("generation 0"), "{zone}");
+}

@@ -191,6 +191,41 @@ rollback)
 	echo "rolled back to ${prev:-nothing}"
 	;;
 
+gc)
+	# gc KEEP: keep the newest KEEP generations (and the current one), then
+	# remove every object none of them lists. Agents stay: a watchdog may run one.
+	keep=${1:?keep}
+	exec 8>>"$ROOT/switch.lock"
+	flock 8
+	cur=$(current_generation)
+	for g in "$ROOT"/generations/*; do
+		n=${g##*/}
+		case $n in '' | *[!0-9]*) ;; *) echo "$n" ;; esac
+	done | sort -n | head -n "-$keep" | while read -r old; do
+		if [ "$old" != "$cur" ]; then
+			rm -f "$ROOT/generations/$old" "$ROOT/confirmed/$old"
+		fi
+	done
+	live="$ROOT/store/.live.$$"
+	for g in "$ROOT"/generations/*; do
+		[ -e "$g" ] || continue
+		readlink "$g" | sed 's,.*/,,'
+		awk -F'"' '$2 == "object" { print $4 }' "$g"
+	done | sort -u >"$live"
+	removed=0
+	for f in "$ROOT"/store/*; do
+		name=${f##*/}
+		case $name in *-sov-agent.sh) continue ;; esac
+		if [ -f "$f" ] && ! grep -qxF "$name" "$live"; then
+			rm -f "$f"
+			removed=$((removed + 1))
+		fi
+	done
+	rm -f "$live"
+	sync "$ROOT/store"
+	echo "removed $removed objects"
+	;;
+
 *)
 	die "unknown command $cmd"
 	;;

@@ -15,6 +15,9 @@ use crate::store::{ObjectName, Store};
 /// and health checks.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 const SWITCH_TIMEOUT: Duration = Duration::from_secs(300);
+/// Generations a host keeps after a confirmed deploy; older ones and the
+/// objects only they need are removed (a rollback sends them again).
+pub const HOST_KEEP: usize = 5;
 
 /// What a host should become.
 #[derive(Debug, Clone)]
@@ -319,6 +322,19 @@ async fn switch(
         ));
     }
     report.outcome = Outcome::Switched;
+    // Best effort: a host that keeps too much is not a failed deploy.
+    let keep = HOST_KEEP.to_string();
+    if let Err(e) = conn
+        .run(
+            "collect old generations",
+            &agent_argv("gc", root, &[&keep]),
+            b"",
+            STEP_TIMEOUT,
+        )
+        .await
+    {
+        eprintln!("{}: warning: {e}", target.host);
+    }
     Ok(Some(Switched { previous }))
 }
 
