@@ -179,6 +179,20 @@ async fn steps(
 ) -> Result<Option<Switched>, String> {
     let conn = client.connect(target).await.map_err(|e| e.to_string())?;
     let root = target.root.as_str();
+    // Read-only first: prerequisites are named, and a host already at the
+    // target is left alone, before anything is written or locked.
+    let before = state(&conn).await.map_err(|e| e.to_string())?;
+    if before.current == Some(goal.generation)
+        && goal
+            .objects
+            .iter()
+            .all(|o| before.objects.contains(&o.to_string()))
+    {
+        report.from = before.current;
+        report.outcome = Outcome::UpToDate;
+        conn.close().await;
+        return Ok(None);
+    }
     let lock = if dry_run {
         None
     } else {
