@@ -219,7 +219,7 @@ fn build_command(paths: &Paths<'_>, args: &BuildArgs) -> Result<(), CliError> {
     if args.check {
         check(paths, &args.sites, &report)?;
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report).map_err(|e| CliError::Output(e.into()))?;
         writeln!(out).map_err(CliError::Output)?;
@@ -233,7 +233,7 @@ fn build_command(paths: &Paths<'_>, args: &BuildArgs) -> Result<(), CliError> {
             .map_err(CliError::Output)?;
         }
     }
-    Ok(())
+    out.flush().map_err(CliError::Output)
 }
 
 fn print_report(out: &mut impl Write, report: &Report) -> std::io::Result<()> {

@@ -97,11 +97,12 @@ pub fn build(paths: &Paths<'_>, sites: &[String]) -> Result<Report, BuildError> 
     let _lock = StateLock::acquire(paths.state)?;
     let store = Store::open(paths.state)?;
     let cache = Cache::open(paths.state)?;
-    let drained = BTreeSet::new();
+    // Built once: every site listing a domain serves the same public zone.
+    let public = crate::model::zones::public_zones(&stack, &BTreeSet::new());
     let plans: Vec<SitePlan> = selected
         .iter()
         .filter_map(|name| stack.site(name.as_str()))
-        .map(|site| plan::plan_site(&stack, site, &templates, &serials, &drained))
+        .map(|site| plan::plan_site(&stack, site, &templates, &serials, &public))
         .collect();
 
     let mut builder = Builder {
@@ -148,7 +149,8 @@ pub fn build(paths: &Paths<'_>, sites: &[String]) -> Result<Report, BuildError> 
         ..
     } = builder;
     batch.commit()?;
-    cache.record(outputs.iter())?;
+    // Only what this build rendered is new to the cache.
+    cache.record(outputs.iter().filter(|(key, _)| rendered.contains(*key)))?;
 
     let mut report = Report { sites: Vec::new() };
     for (plan, manifest) in plans.iter().zip(&manifests) {
@@ -213,19 +215,26 @@ impl Builder<'_> {
                 None => {}
             }
         }
-        let templates = self.templates;
-        let results = parallel::map(&missing, |d| realise(templates, d));
+        let (templates, batch) = (self.templates, &self.batch);
+        // Each worker stages what it made at once, so no image waits in memory.
+        let results = parallel::map(&missing, |d| {
+            let output = realise(templates, d)?;
+            batch
+                .put(&output.object, &output.bytes)
+                .map_err(RealiseError::Store)?;
+            Ok(output.object)
+        });
         for (d, result) in missing.iter().zip(results) {
             match result {
-                Ok(output) => {
-                    self.batch.put(&output.object, &output.bytes)?;
-                    self.outputs.insert(d.key, output.object);
+                Ok(object) => {
+                    self.outputs.insert(d.key, object);
                     self.rendered.insert(d.key);
                 }
                 Err(RealiseError::Input(diagnostic)) => self.problems.push(diagnostic),
                 Err(RealiseError::Pack { what, source }) => {
                     return Err(BuildError::Pack { what, source })
                 }
+                Err(RealiseError::Store(e)) => return Err(BuildError::Store(e)),
             }
         }
         Ok(())

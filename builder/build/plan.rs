@@ -2,7 +2,7 @@
 //! that names the recipe. The key hashes everything that can change the
 //! bytes and nothing else.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -44,7 +44,10 @@ pub struct Derivation {
     pub host: Option<HostName>,
     pub key: Digest,
     pub recipe: Recipe,
-    pub context: serde_json::Value,
+    /// The context as canonical JSON: what the key hashes and, parsed
+    /// again, what the templates see (kept as bytes: most builds render
+    /// nothing, and a byte string is cheap to keep and free).
+    pub context: Vec<u8>,
     /// For diagnostics: which site/host/artifact this renders.
     pub what: String,
 }
@@ -58,7 +61,7 @@ impl Derivation {
         recipe: Recipe,
         context: &impl Serialize,
     ) -> Derivation {
-        let context = serde_json::to_value(context).unwrap_or(serde_json::Value::Null);
+        let context = serde_json::to_vec(context).unwrap_or_default();
         let key = key(templates, kind, &name, &recipe, &context);
         let what = match host {
             Some(h) => format!("{} `{name}` of host {h}", kind.as_str()),
@@ -78,13 +81,7 @@ impl Derivation {
 
 /// blake3 over a length-prefixed, versioned encoding of: kind, output
 /// format version, the kind's template set hash, the recipe and the context.
-fn key(
-    templates: &Templates,
-    kind: Kind,
-    name: &str,
-    recipe: &Recipe,
-    context: &serde_json::Value,
-) -> Digest {
+fn key(templates: &Templates, kind: Kind, name: &str, recipe: &Recipe, context: &[u8]) -> Digest {
     let mut hasher = blake3::Hasher::new();
     let mut field = |bytes: &[u8]| {
         hasher.update(&(bytes.len() as u64).to_le_bytes());
@@ -104,7 +101,7 @@ fn key(
         ),
     };
     field(recipe.as_bytes());
-    field(&serde_json::to_vec(context).unwrap_or_default());
+    field(context);
     Digest::from_hasher(hasher)
 }
 
@@ -171,7 +168,7 @@ pub fn plan_site(
     site: &Site,
     templates: &Templates,
     serials: &Serials,
-    drained: &BTreeSet<crate::model::SiteName>,
+    public: &BTreeMap<crate::model::Domain, zones::Zone>,
 ) -> SitePlan {
     let s = site.name.as_str();
     let firewall = Derivation::new(
@@ -204,7 +201,7 @@ pub fn plan_site(
         },
         &context::dhcp(stack, site),
     );
-    let zones = zones::site_zones(stack, site, drained)
+    let zones = zones::site_zones(site, public)
         .into_iter()
         .map(|zone| {
             let origin = zone.origin.clone();

@@ -28,12 +28,16 @@ pub enum RealiseError {
         #[source]
         source: PackError,
     },
+    #[error(transparent)]
+    Store(crate::store::StoreError),
 }
 
 pub fn realise(templates: &Templates, d: &Derivation) -> Result<Output, RealiseError> {
+    let context: serde_json::Value =
+        serde_json::from_slice(&d.context).unwrap_or(serde_json::Value::Null);
     let render = |template: &str| {
         templates
-            .render(template, &d.context, &d.what)
+            .render(template, &context, &d.what)
             .map_err(|e| RealiseError::Input(e.diagnostic))
     };
     let pack_error = |source| RealiseError::Pack {

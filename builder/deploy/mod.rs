@@ -134,7 +134,7 @@ pub fn deploy(
         }
     })?;
     if !store.contains(&agent) {
-        let mut batch = store.batch();
+        let batch = store.batch();
         batch.put(&agent, AGENT.as_bytes())?;
         batch.commit()?;
     }

@@ -2,7 +2,7 @@
 //! written by hand: a public zone per public domain, the internal zone and a
 //! reverse zone per subnet. Validation and the zone templates share it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -74,15 +74,30 @@ impl Zone {
     }
 }
 
+/// The public zones of the stack, one per domain any site lists, built
+/// once and shared by the sites that serve them. `drained` lists sites
+/// whose addresses leave the public zones.
+pub fn public_zones(stack: &Stack, drained: &BTreeSet<SiteName>) -> BTreeMap<Domain, Zone> {
+    let domains: BTreeSet<&Domain> = stack
+        .sites
+        .values()
+        .flat_map(|s| &s.value.domains.public)
+        .collect();
+    domains
+        .into_iter()
+        .map(|d| (d.clone(), public_zone(stack, d, drained)))
+        .collect()
+}
+
 /// Every zone the site's DNS servers serve, in a stable order: public
-/// zones by domain, the internal zone, reverse zones by network.
-/// `drained` lists sites whose addresses leave the public zones.
-pub fn site_zones(stack: &Stack, site: &Site, drained: &BTreeSet<SiteName>) -> Vec<Zone> {
+/// zones by domain (from `public`), the internal zone, reverse zones by
+/// network.
+pub fn site_zones(site: &Site, public: &BTreeMap<Domain, Zone>) -> Vec<Zone> {
     let mut zones: Vec<Zone> = site
         .domains
         .public
         .iter()
-        .map(|domain| public_zone(stack, domain, drained))
+        .filter_map(|domain| public.get(domain).cloned())
         .collect();
     zones.push(internal_zone(site));
     zones.extend(reverse_zones(site));

@@ -9,8 +9,9 @@ use ::zstd::zstd_safe::CParameter;
 
 use super::PackError;
 
-/// Compression level of every artifact; changing it changes every hash.
-pub const ZSTD_LEVEL: i32 = 19;
+/// Compression level of every bundle. Changing it changes their bytes, not
+/// their names: the hash is taken over the uncompressed tar.
+pub const ZSTD_LEVEL: i32 = 9;
 
 /// Compresses `bytes` into one frame. Output is a function of the input and
 /// the libzstd version (zstd-sys bundles and statically links a pinned one).

@@ -84,7 +84,7 @@ impl Store {
     pub fn batch(&self) -> Batch<'_> {
         Batch {
             store: self,
-            staged: Vec::new(),
+            staged: std::sync::Mutex::default(),
         }
     }
 
@@ -146,15 +146,17 @@ impl Store {
 /// Dropping a batch without committing removes what it staged.
 pub struct Batch<'a> {
     store: &'a Store,
-    staged: Vec<(PathBuf, PathBuf)>,
+    /// Final path to staged path; shared by the threads that realise.
+    staged: std::sync::Mutex<std::collections::BTreeMap<PathBuf, PathBuf>>,
 }
 
 impl Batch<'_> {
     /// Stages `bytes` as `object` unless the store already has it. The
-    /// caller has hashed the bytes in the object's encoding.
-    pub fn put(&mut self, object: &ObjectName, bytes: &[u8]) -> Result<(), StoreError> {
+    /// caller has hashed the bytes in the object's encoding. Safe to call
+    /// from several threads.
+    pub fn put(&self, object: &ObjectName, bytes: &[u8]) -> Result<(), StoreError> {
         let target = self.store.path(object);
-        if target.is_file() || self.staged.iter().any(|(_, t)| *t == target) {
+        if target.is_file() || self.staged().contains_key(&target) {
             return Ok(());
         }
         let temp = self
@@ -171,27 +173,33 @@ impl Batch<'_> {
         perms.set_readonly(true);
         file.set_permissions(perms)
             .map_err(StoreError::io("chmod", &temp))?;
-        self.staged.push((temp, target));
+        self.staged().insert(target, temp);
         Ok(())
     }
 
+    fn staged(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<PathBuf, PathBuf>> {
+        // A panic while holding the lock leaves the map usable as it was.
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn len(&self) -> usize {
-        self.staged.len()
+        self.staged().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.staged.is_empty()
+        self.staged().is_empty()
     }
 
     /// Makes every staged object durable with one filesystem sync, then
     /// gives each its final name and syncs the directory: a crash leaves
     /// either no object or a complete one under its final name.
-    pub fn commit(mut self) -> Result<(), StoreError> {
-        if self.staged.is_empty() {
+    pub fn commit(self) -> Result<(), StoreError> {
+        let staged = std::mem::take(&mut *self.staged());
+        if staged.is_empty() {
             return Ok(());
         }
         fsutil::sync_filesystem(&self.store.dir)?;
-        for (temp, target) in std::mem::take(&mut self.staged) {
+        for (target, temp) in staged {
             fs::rename(&temp, &target).map_err(StoreError::io("rename into place", &target))?;
         }
         fsync_dir(&self.store.dir)
@@ -200,7 +208,7 @@ impl Batch<'_> {
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
-        for (temp, _) in &self.staged {
+        for temp in self.staged().values() {
             // Best effort: a leftover is skipped by readers and removed by gc.
             let _ = fs::remove_file(temp);
         }

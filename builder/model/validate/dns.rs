@@ -42,14 +42,15 @@ pub(super) fn check(stack: &Stack, problems: &mut Diagnostics) {
             );
         }
     }
-    // Zones are checked once each, with diagnostics in the file each record came from.
-    let mut checked = BTreeSet::new();
-    let none = BTreeSet::new();
+    // Each zone once, with diagnostics in the file each record came from.
+    for zone in zones::public_zones(stack, &BTreeSet::new()).values() {
+        cname_conflicts(stack, zone, problems);
+    }
     for loaded in stack.sites.values() {
-        for zone in zones::site_zones(stack, &loaded.value, &none) {
-            if checked.insert(zone.origin.clone()) {
-                cname_conflicts(stack, &zone, problems);
-            }
+        let site = &loaded.value;
+        cname_conflicts(stack, &zones::internal_zone(site), problems);
+        for zone in zones::reverse_zones(site) {
+            cname_conflicts(stack, &zone, problems);
         }
     }
 }
