@@ -368,7 +368,7 @@ fn generations(state: &Path, site: &str) -> Result<(), CliError> {
         let when = r
             .recorded
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or("?".to_string(), |d| d.as_secs().to_string());
+            .map_or("?".to_string(), |d| utc(d.as_secs()));
         let mark = if Some(r.generation) == current {
             "  (current)"
         } else {
@@ -420,4 +420,36 @@ fn keyscan(root: &Path, site: &str) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of seconds since 1970 (Howard Hinnant's
+/// civil-from-days), without a time-zone database.
+fn utc(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rest = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::utc(1_795_279_747), "2026-11-21 16:49:07 UTC");
+    }
 }
