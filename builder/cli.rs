@@ -54,6 +54,14 @@ pub enum Command {
     },
     /// Print the SSH host keys a site's hosts present, to pin in the site file (never trusted automatically).
     Keyscan { site: String },
+    /// Show what changed between two generations of a site (default: the previous and the current).
+    Diff {
+        site: String,
+        #[arg(long)]
+        from: Option<u64>,
+        #[arg(long)]
+        to: Option<u64>,
+    },
     /// List a site's generations.
     Generations { site: String },
     /// Inspect the store.
@@ -186,6 +194,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             )
         }
         Command::Generations { site } => generations(&state, &site),
+        Command::Diff { site, from, to } => diff(&state, &site, from, to),
         Command::Keyscan { site } => keyscan(&root, &site),
         Command::Store {
             command: StoreCommand::Verify,
@@ -452,4 +461,36 @@ mod tests {
         assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00 UTC");
         assert_eq!(super::utc(1_795_279_747), "2026-11-21 16:49:07 UTC");
     }
+}
+
+fn diff(state: &Path, site: &str, from: Option<u64>, to: Option<u64>) -> Result<(), CliError> {
+    let unknown = || deploy::DeployError::UnknownSite(site.to_string());
+    let name = crate::model::SiteName::try_from(site.to_string()).map_err(|_| unknown())?;
+    let profile = build::Profile::open(state, &name);
+    let missing = |n: String| deploy::DeployError::NoGeneration(site.to_string(), n);
+    let to = match to {
+        Some(n) => profile
+            .read(build::Generation(n))?
+            .ok_or_else(|| missing(n.to_string()))?,
+        None => profile
+            .current()?
+            .ok_or_else(|| missing("(none built)".into()))?,
+    };
+    let from = match from {
+        Some(n) => profile
+            .read(build::Generation(n))?
+            .ok_or_else(|| missing(n.to_string()))?,
+        None => profile
+            .list()?
+            .into_iter()
+            .rfind(|r| r.generation < to.generation)
+            .ok_or_else(|| missing(format!("before {}", to.generation)))?,
+    };
+    let store = Store::open(state)?;
+    let sections = build::diff::compare(&store, &from.manifest, &to.manifest)?;
+    print!(
+        "{}",
+        build::diff::render(&store, &sections, from.generation.0, to.generation.0)
+    );
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! site generation for every site whose manifest changed.
 
 mod cache;
+pub mod diff;
 pub mod gc;
 pub mod generation;
 mod host;
