@@ -453,16 +453,6 @@ fn utc(secs: u64) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(super::utc(1_795_279_747), "2026-11-21 16:49:07 UTC");
-    }
-}
-
 fn diff(state: &Path, site: &str, from: Option<u64>, to: Option<u64>) -> Result<(), CliError> {
     let unknown = || deploy::DeployError::UnknownSite(site.to_string());
     let name = crate::model::SiteName::try_from(site.to_string()).map_err(|_| unknown())?;
@@ -493,4 +483,14 @@ fn diff(state: &Path, site: &str, from: Option<u64>, to: Option<u64>) -> Result<
         build::diff::render(&store, &sections, from.generation.0, to.generation.0)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::utc(1_795_279_747), "2026-11-21 16:49:07 UTC");
+    }
 }
