@@ -1,6 +1,7 @@
 //! The derivation cache: `cache/<key>` is a symlink to the store object the
 //! derivation produced, so a build that sees the key skips rendering.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -17,11 +18,12 @@ impl Cache {
         Ok(Cache { dir })
     }
 
-    /// The object a key produced, if the store still has it.
-    pub fn lookup(&self, store: &Store, key: &Digest) -> Option<ObjectName> {
+    /// The object a key produced, if the store (`present`, listed once per
+    /// build rather than a stat per key) still has it.
+    pub fn lookup(&self, present: &HashSet<ObjectName>, key: &Digest) -> Option<ObjectName> {
         let target = fs::read_link(self.dir.join(key.hex())).ok()?;
         let object: ObjectName = target.file_name()?.to_str()?.parse().ok()?;
-        store.contains(&object).then_some(object)
+        present.contains(&object).then_some(object)
     }
 
     /// Records keys after their objects are committed; durable with one
@@ -44,13 +46,14 @@ impl Cache {
 
     /// Drops entries whose object is gone (after gc).
     pub fn prune(&self, store: &Store) -> Result<usize, StoreError> {
+        let present: HashSet<ObjectName> = store.list()?.into_iter().collect();
         let mut removed = 0;
         for entry in fs::read_dir(&self.dir).map_err(StoreError::io("list", &self.dir))? {
             let entry = entry.map_err(StoreError::io("list", &self.dir))?;
             let Some(key) = entry.file_name().to_str().and_then(Digest::from_hex) else {
                 continue;
             };
-            if self.lookup(store, &key).is_none() {
+            if self.lookup(&present, &key).is_none() {
                 fs::remove_file(entry.path()).map_err(StoreError::io("remove", entry.path()))?;
                 removed += 1;
             }

@@ -108,11 +108,11 @@ pub fn build(paths: &Paths<'_>, sites: &[String]) -> Result<Report, BuildError> 
 
     let mut builder = Builder {
         templates: &templates,
-        store: &store,
         cache: &cache,
         batch: store.batch(),
         outputs: BTreeMap::new(),
         rendered: BTreeSet::new(),
+        present: store.list()?.into_iter().collect(),
         problems: Diagnostics::default(),
     };
     let all: Vec<&Derivation> = plans.iter().flat_map(|p| p.derivations()).collect();
@@ -191,13 +191,14 @@ pub fn build(paths: &Paths<'_>, sites: &[String]) -> Result<Report, BuildError> 
 /// instead of stopping at the first.
 struct Builder<'a> {
     templates: &'a Templates,
-    store: &'a Store,
     cache: &'a Cache,
     batch: crate::store::Batch<'a>,
     /// Derivation key to the object it made (or the cache had).
     outputs: BTreeMap<Digest, ObjectName>,
     /// Keys rendered in this build (the rest were reused).
     rendered: BTreeSet<Digest>,
+    /// The objects the store held when the build began.
+    present: std::collections::HashSet<ObjectName>,
     problems: Diagnostics,
 }
 
@@ -208,7 +209,7 @@ impl Builder<'_> {
             if self.outputs.contains_key(&d.key) {
                 continue;
             }
-            match self.cache.lookup(self.store, &d.key) {
+            match self.cache.lookup(&self.present, &d.key) {
                 Some(object) => {
                     self.outputs.insert(d.key, object);
                 }
@@ -257,7 +258,9 @@ impl Builder<'_> {
             name: name.to_string(),
             source: e,
         })?;
-        self.batch.put(&object, bytes)?;
+        if !self.present.contains(&object) {
+            self.batch.put(&object, bytes)?;
+        }
         Ok(object)
     }
 }

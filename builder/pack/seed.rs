@@ -12,7 +12,7 @@ use super::PackError;
 const SECTOR: u64 = 512;
 /// Images are sized in these steps, which also keeps the sector count a
 /// multiple of the 32 sectors-per-track fatfs writes (mtools checks it).
-const SIZE_STEP: u64 = 64 * 1024;
+const SIZE_STEP: u64 = 16 * 1024;
 /// At 4085 clusters and above a volume is FAT16 by definition.
 const MAX_FAT12_CLUSTERS: u64 = 4084;
 const MAX_CLUSTER: u32 = 32 * 1024;
@@ -292,8 +292,9 @@ mod tests {
 
     #[test]
     fn small_contents_give_smallest_image() {
-        assert_eq!(seed_image("cidata", &sample()).unwrap().len(), 64 * 1024);
-        assert_eq!(seed_image("cidata", &[]).unwrap().len(), 64 * 1024);
+        let step = usize::try_from(SIZE_STEP).unwrap();
+        assert_eq!(seed_image("cidata", &sample()).unwrap().len(), step);
+        assert_eq!(seed_image("cidata", &[]).unwrap().len(), step);
     }
 
     #[test]
@@ -331,7 +332,7 @@ mod tests {
     fn large_contents_use_larger_clusters() {
         let big = vec![("user-data".to_string(), vec![7u8; 3 << 20])];
         let mut image = seed_image("cidata", &big).unwrap();
-        assert_eq!(image.len() % (64 * 1024), 0);
+        assert_eq!(image.len() % usize::try_from(SIZE_STEP).unwrap(), 0);
         let fs = mount(&mut image);
         assert_eq!(fs.fat_type(), FatType::Fat12);
         assert!(fs.cluster_size() > 512);
