@@ -68,7 +68,14 @@ state)
 		command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 	done
 	[ -z "$missing" ] || die "missing prerequisites:$missing"
-	printf 'current %s\n' "$(current_generation)"
+	cur=$(current_generation)
+	printf 'current %s\n' "$cur"
+	if [ -n "$cur" ] && [ -e "$ROOT/confirmed/$cur" ]; then
+		echo 'confirmed yes'
+	else
+		echo 'confirmed no'
+	fi
+	if [ -f "$ROOT/pending" ]; then printf 'pending %s\n' "$(cat "$ROOT/pending")"; fi
 	printf 'manifest %s\n' "$(readlink "$ROOT/generations/$(current_generation)" 2>/dev/null | sed 's,.*/,,')"
 	for f in "$ROOT"/store/*; do
 		if [ -f "$f" ]; then printf 'object %s\n' "${f##*/}"; fi
@@ -124,14 +131,27 @@ switch)
 	timeout=${3:?timeout}
 	agent="$ROOT/store/${4:?agent}"
 	[ -f "$ROOT/store/$manifest" ] || die "manifest $manifest is not in the store"
+	exec 8>>"$ROOT/switch.lock"
+	flock 8
+	# An earlier switch's watchdog still pending goes: this switch starts its own.
+	old=$(cat "$ROOT/watchdog.pid" 2>/dev/null || true)
+	[ -z "$old" ] || kill "$old" 2>/dev/null || true
 	prev=$(current_generation)
+	# N is current but unconfirmed (its deploy died): resume that switch,
+	# keeping the generation it would have gone back to.
+	if [ "$prev" = "$gen" ] && [ ! -e "$ROOT/confirmed/$gen" ] && [ -f "$ROOT/pending" ]; then
+		read -r pgen pprev <"$ROOT/pending" || true
+		if [ "${pgen:-}" = "$gen" ]; then prev=${pprev:-}; fi
+	fi
+	printf '%s %s\n' "$gen" "$prev" >"$ROOT/pending"
 	relink "../store/$manifest" "$ROOT/generations/$gen"
 	rm -f "$ROOT/confirmed/$gen"
 	sync "$ROOT/generations"
-	setsid sh "$agent" watchdog "$ROOT" "$gen" "$prev" "$timeout" </dev/null >>"$ROOT/watchdog.log" 2>&1 &
+	setsid sh "$agent" watchdog "$ROOT" "$gen" "$prev" "$timeout" "$$" </dev/null >>"$ROOT/watchdog.log" 2>&1 8>&- &
 	echo $! >"$ROOT/watchdog.pid"
 	relink "generations/$gen" "$ROOT/current"
 	sync "$ROOT"
+	exec 8>&-
 	printf 'previous %s\n' "$prev"
 	activate "$gen"
 	script="$ROOT/store/$(activation_of "$ROOT/generations/$gen")"
@@ -155,6 +175,13 @@ watchdog)
 	# watchdog N PREV TIMEOUT: without confirmation of N in time, go back to PREV.
 	gen=$1
 	prev=$2
+	# The confirmation is due TIMEOUT seconds after the switch (activation
+	# and health checks, pid $4) ends; a switch that hangs gets 300 s.
+	waited=0
+	while [ -n "${4:-}" ] && kill -0 "$4" 2>/dev/null && [ "$waited" -lt 300 ]; do
+		sleep 1
+		waited=$((waited + 1))
+	done
 	sleep "$3"
 	exec 8>>"$ROOT/switch.lock"
 	flock 8
@@ -172,6 +199,7 @@ confirm)
 	[ "$(current_generation)" = "$gen" ] || die "generation $gen is no longer current (the watchdog rolled it back)"
 	: >"$ROOT/confirmed/$gen"
 	sync "$ROOT/confirmed"
+	rm -f "$ROOT/pending"
 	pid=$(cat "$ROOT/watchdog.pid" 2>/dev/null || true)
 	[ -z "$pid" ] || kill "$pid" 2>/dev/null || true
 	echo confirmed

@@ -77,6 +77,11 @@ struct HostState {
     /// The host manifest object of the current generation.
     manifest: Option<String>,
     objects: BTreeSet<String>,
+    /// `confirmed/<current>` exists: the current generation passed its
+    /// checks and was confirmed over a new connection.
+    confirmed: bool,
+    /// An unconfirmed switch: (generation, the generation before it).
+    pending: Option<(u64, Option<u64>)>,
 }
 
 async fn state(conn: &Connection) -> Result<HostState, SshError> {
@@ -93,12 +98,21 @@ async fn state(conn: &Connection) -> Result<HostState, SshError> {
         current: None,
         manifest: None,
         objects: BTreeSet::new(),
+        confirmed: false,
+        pending: None,
     };
     for line in out.lines() {
         if let Some(n) = line.strip_prefix("current ") {
             state.current = n.trim().parse().ok();
         } else if let Some(m) = line.strip_prefix("manifest ") {
             state.manifest = Some(m.trim().to_string()).filter(|m| !m.is_empty());
+        } else if let Some(c) = line.strip_prefix("confirmed ") {
+            state.confirmed = c.trim() == "yes";
+        } else if let Some(p) = line.strip_prefix("pending ") {
+            let mut words = p.split_whitespace();
+            if let Some(Ok(n)) = words.next().map(str::parse) {
+                state.pending = Some((n, words.next().and_then(|w| w.parse().ok())));
+            }
         } else if let Some(o) = line.strip_prefix("object ") {
             state.objects.insert(o.to_string());
         }
@@ -119,6 +133,37 @@ fn pack_missing(store: &Store, missing: &[&ObjectName]) -> Result<Vec<u8>, Strin
     }
     let tar = pack::tar(&entries).map_err(|e| e.to_string())?;
     pack::zstd(&tar).map_err(|e| e.to_string())
+}
+
+/// What the read-only look at a host before the deploy found.
+pub enum Preflight {
+    /// It runs the goal's generation, confirmed, with every object.
+    UpToDate { current: Option<u64> },
+    /// It needs the deploy.
+    Needed,
+}
+
+/// Connects and reads the host's state without writing anything: the
+/// site-wide check that every host is reachable, presents its pinned key
+/// and has the prerequisites, before any host is touched.
+pub async fn preflight(client: &Client, target: &Target, goal: &Goal) -> Result<Preflight, String> {
+    let conn = client.connect(target).await.map_err(|e| e.to_string())?;
+    let state = state(&conn).await.map_err(|e| e.to_string());
+    conn.close().await;
+    let state = state?;
+    let complete = goal
+        .objects
+        .iter()
+        .all(|o| state.objects.contains(&o.to_string()));
+    Ok(
+        if state.current == Some(goal.generation) && state.confirmed && complete {
+            Preflight::UpToDate {
+                current: state.current,
+            }
+        } else {
+            Preflight::Needed
+        },
+    )
 }
 
 /// Plans (dry run) or runs one host's deploy. On success the host runs the
@@ -183,6 +228,7 @@ async fn steps(
     // target is left alone, before anything is written or locked.
     let before = state(&conn).await.map_err(|e| e.to_string())?;
     if before.current == Some(goal.generation)
+        && before.confirmed
         && goal
             .objects
             .iter()
@@ -251,7 +297,7 @@ async fn switch(
         .iter()
         .filter(|o| !host_state.objects.contains(&o.to_string()))
         .collect();
-    if host_state.current == Some(goal.generation) && missing.is_empty() {
+    if host_state.current == Some(goal.generation) && host_state.confirmed && missing.is_empty() {
         report.outcome = Outcome::UpToDate;
         return Ok(None);
     }
@@ -296,7 +342,16 @@ async fn switch(
     }
     let timeout = confirm_timeout.as_secs().max(1).to_string();
     let agent = goal.agent.to_string();
-    let previous = host_state.current;
+    // Resuming a switch to this generation whose deploy died: "previous" is
+    // what that switch would have returned to.
+    let previous = match host_state.pending {
+        Some((n, before))
+            if host_state.current == Some(goal.generation) && n == goal.generation =>
+        {
+            before
+        }
+        _ => host_state.current,
+    };
     let switched = conn
         .run(
             "switch and activate",

@@ -275,11 +275,59 @@ async fn run(
     work: Vec<(Target, host::Goal)>,
     options: &Options,
 ) -> Vec<HostReport> {
+    let order: Vec<String> = work.iter().map(|(t, _)| t.host.clone()).collect();
     let client = Arc::new(client);
     let store = Arc::new(store);
     let jobs = Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1)));
     let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let owner = format!("sov deploy (pid {})", std::process::id());
+
+    // Every host is looked at, read-only, before any is touched: one that is
+    // unreachable, presents another key or lacks a prerequisite stops the
+    // deploy with nothing sent anywhere.
+    let mut checks = Vec::new();
+    for (target, goal) in work.clone() {
+        let (client, jobs) = (client.clone(), jobs.clone());
+        checks.push(tokio::spawn(async move {
+            let _permit = jobs.acquire_owned().await.ok();
+            host::preflight(&client, &target, &goal).await
+        }));
+    }
+    let mut pending = Vec::new();
+    let mut results = Vec::new();
+    let mut refused = Vec::new();
+    for ((target, goal), check) in work.iter().zip(checks) {
+        match check.await.unwrap_or_else(|e| Err(e.to_string())) {
+            Ok(host::Preflight::UpToDate { current }) => {
+                let mut report = skipped(target, goal);
+                report.outcome = Outcome::UpToDate;
+                report.from = current;
+                report.error = None;
+                results.push((report, None));
+            }
+            Ok(host::Preflight::Needed) => pending.push((target.clone(), goal.clone())),
+            Err(e) => {
+                let mut report = skipped(target, goal);
+                report.outcome = Outcome::Failed;
+                report.error = Some(e);
+                refused.push(target.host.clone());
+                results.push((report, None));
+            }
+        }
+    }
+    if !refused.is_empty() && options.on_failure == OnFailure::RollBackAll {
+        for (target, goal) in &pending {
+            let mut report = skipped(target, goal);
+            report.error = Some(format!(
+                "not attempted: {} failed the check before the deploy",
+                refused.join(", ")
+            ));
+            results.push((report, None));
+        }
+        return in_order(results, &order);
+    }
+
+    let work = pending;
     let mut tasks = Vec::new();
     for (target, goal) in work.clone() {
         let (client, store, jobs, failed, owner) = (
@@ -315,7 +363,7 @@ async fn run(
             (report, switched)
         }));
     }
-    let mut results = Vec::new();
+    let first = results.len();
     for task in tasks {
         if let Ok(r) = task.await {
             results.push(r);
@@ -325,7 +373,7 @@ async fn run(
         .iter()
         .any(|(r, _)| matches!(r.outcome, Outcome::Failed));
     if any_failed && options.on_failure == OnFailure::RollBackAll {
-        for ((report, switched), (target, goal)) in results.iter_mut().zip(&work) {
+        for ((report, switched), (target, goal)) in results[first..].iter_mut().zip(&work) {
             if let Some(s) = switched {
                 eprintln!(
                     "{}: rolling back to generation {}",
@@ -337,7 +385,17 @@ async fn run(
             }
         }
     }
-    results.into_iter().map(|(r, _)| r).collect()
+    in_order(results, &order)
+}
+
+/// Reports in the site file's host order, whatever order they ended in.
+fn in_order(
+    results: Vec<(HostReport, Option<host::Switched>)>,
+    order: &[String],
+) -> Vec<HostReport> {
+    let mut reports: Vec<HostReport> = results.into_iter().map(|(r, _)| r).collect();
+    reports.sort_by_key(|r| order.iter().position(|h| *h == r.host));
+    reports
 }
 
 fn skipped(target: &Target, goal: &host::Goal) -> HostReport {

@@ -2,6 +2,7 @@
 //! stack, running the real `sov` binary, and the rule for system tools.
 #![allow(dead_code)]
 pub mod hosts;
+pub mod labstack;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,0 +1,167 @@
+//! A stack whose site `lab` is made of a lab's hosts (tests/common/hosts.rs),
+//! for the end-to-end deploy tests: write the site, build, run `sov deploy`,
+//! and read back which generation each host runs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::hosts::{Host, Lab};
+use super::{copy_tree, repo, stderr};
+
+/// A stack whose site `lab` is made of the lab's hosts: `fw` runs the
+/// firewall, `ns` the zones, the rest are plain hosts.
+pub struct LabStack {
+    pub dir: tempfile::TempDir,
+    /// The private key the lab's hosts accept, given to sov as `--identity`.
+    pub identity: PathBuf,
+}
+
+pub const PLAIN_IMAGE: &str = r#"description = "a plain host of the test lab"
+[[health]]
+name = "alive"
+command = ["true"]
+"#;
+
+pub const FIREWALL_IMAGE: &str = r#"description = "the lab's firewall"
+[[health]]
+name = "ruleset"
+command = ["nft", "list", "table", "inet", "filter"]
+"#;
+
+impl LabStack {
+    pub fn new(lab: &Lab) -> LabStack {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["templates", "images"] {
+            copy_tree(&repo().join(sub), &dir.path().join(sub));
+        }
+        fs::create_dir_all(dir.path().join("sites")).unwrap();
+        fs::copy(
+            repo().join("sites/stack.toml"),
+            dir.path().join("sites/stack.toml"),
+        )
+        .unwrap();
+        fs::write(dir.path().join("images/plain.toml"), PLAIN_IMAGE).unwrap();
+        fs::write(dir.path().join("images/labfw.toml"), FIREWALL_IMAGE).unwrap();
+        let stack = LabStack {
+            dir,
+            identity: lab.client_key.clone(),
+        };
+        stack.write_site(lab, "eth0", &[]);
+        stack
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The lab site: one VLAN (the lab's management network, on the
+    /// firewall's `mgmt_interface`), hosts with their pinned keys, and
+    /// `extra` TOML appended.
+    pub fn write_site(&self, lab: &Lab, mgmt_interface: &str, extra: &[&str]) {
+        let net = lab.gateway.octets();
+        let subnet = format!("{}.{}.{}.0/24", net[0], net[1], net[2]);
+        let switch_ip = format!("{}.{}.{}.250", net[0], net[1], net[2]);
+        let mut site = format!(
+            r#"name = "lab"
+region = "eu-central"
+role = "primary"
+wan_address = "192.0.2.10"
+
+[domains]
+public = ["example.org"]
+internal = "lab.example.internal"
+
+[[vlans]]
+id = 10
+name = "mgmt"
+subnet = "{subnet}"
+gateway = "{gw}"
+interface = "{mgmt_interface}"
+
+[switch]
+name = "sw1"
+dialect = "cisco-ios"
+management_vlan = "mgmt"
+management_ip = "{switch_ip}"
+
+[[switch.ports]]
+name = "GigabitEthernet1/0/1"
+mode = "access"
+vlan = "mgmt"
+
+[firewall]
+dialect = "nftables"
+host = "{fw}"
+wan_interface = "wan0"
+
+[dhcp]
+server = "{fw}"
+
+[dns]
+servers = ["{fw}"]
+"#,
+            gw = lab.gateway,
+            fw = lab.hosts[0].name,
+        );
+        for (i, host) in lab.hosts.iter().enumerate() {
+            let image = if i == 0 { "labfw" } else { "plain" };
+            site.push_str(&format!(
+                "\n[[hosts]]\nname = \"{}\"\nvlan = \"mgmt\"\nmac = \"02:00:00:00:00:{:02x}\"\nip = \"{}\"\nimage = \"{image}\"\nssh = {{ host_key = \"{}\" }}\n",
+                host.name,
+                i + 1,
+                host.address,
+                host.host_key_pub.trim()
+            ));
+        }
+        for e in extra {
+            site.push_str(e);
+        }
+        fs::write(self.dir.path().join("sites/lab.toml"), site).unwrap();
+    }
+
+    /// `sov --root <stack> ARGS`, not yet run: for a deploy the test
+    /// starts, watches or kills.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sov"));
+        cmd.arg("--root").arg(self.root()).args(args);
+        cmd
+    }
+
+    pub fn sov(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    pub fn build(&self) {
+        let out = self.sov(&["build"]);
+        assert!(out.status.success(), "build: {}", stderr(&out));
+    }
+
+    /// The arguments of `sov deploy lab` with the lab's key and a JSON
+    /// report, then `extra`.
+    pub fn deploy_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let identity = self
+            .identity
+            .to_str()
+            .expect("the lab's key has a UTF-8 path");
+        let mut args = vec!["deploy", "lab", "--identity", identity, "--json"];
+        args.extend_from_slice(extra);
+        args
+    }
+
+    pub fn deploy(&self, extra: &[&str]) -> Output {
+        self.sov(&self.deploy_args(extra))
+    }
+}
+
+/// The generation a host's `current` points at, read from its filesystem.
+pub fn current(host: &Host) -> Option<u64> {
+    let link = fs::read_link(host.root.join("var/lib/sov/current")).ok()?;
+    link.to_str()?.strip_prefix("generations/")?.parse().ok()
+}
+
+/// The `--json` report of a deploy.
+pub fn report(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("no JSON report; stderr:\n{}", stderr(out)))
+}
