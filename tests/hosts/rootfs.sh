@@ -11,7 +11,7 @@ set -eu
 
 suite=bookworm
 packages="openssh-server systemd systemd-sysv dbus iproute2 iputils-ping
-coreutils util-linux tar zstd b3sum nftables knot knot-dnsutils python3 procps"
+coreutils util-linux tar zstd b3sum nftables knot knot-dnsutils python3 procps rsync"
 
 cache=${SOV_TEST_CACHE:-/var/cache/sov-test}
 version=$(sha256sum "$0" | cut -c1-16)
