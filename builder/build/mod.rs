@@ -108,7 +108,7 @@ pub fn build(paths: &Paths<'_>, sites: &[String]) -> Result<Report, BuildError> 
 
     let mut builder = Builder {
         templates: &templates,
-        cache: &cache,
+        cache,
         batch: store.batch(),
         outputs: BTreeMap::new(),
         rendered: BTreeSet::new(),
@@ -145,6 +145,7 @@ pub fn build(paths: &Paths<'_>, sites: &[String]) -> Result<Report, BuildError> 
 
     let Builder {
         batch,
+        mut cache,
         outputs,
         rendered,
         ..
@@ -191,7 +192,7 @@ pub fn build(paths: &Paths<'_>, sites: &[String]) -> Result<Report, BuildError> 
 /// instead of stopping at the first.
 struct Builder<'a> {
     templates: &'a Templates,
-    cache: &'a Cache,
+    cache: Cache,
     batch: crate::store::Batch<'a>,
     /// Derivation key to the object it made (or the cache had).
     outputs: BTreeMap<Digest, ObjectName>,
