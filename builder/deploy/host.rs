@@ -146,31 +146,41 @@ pub enum Preflight {
 /// Connects and reads the host's state without writing anything: the
 /// site-wide check that every host is reachable, presents its pinned key
 /// and has the prerequisites, before any host is touched.
-pub async fn preflight(client: &Client, target: &Target, goal: &Goal) -> Result<Preflight, String> {
+pub async fn preflight(
+    client: &Client,
+    target: &Target,
+    goal: &Goal,
+) -> Result<(Preflight, Connection), String> {
     let conn = client.connect(target).await.map_err(|e| e.to_string())?;
-    let state = state(&conn).await.map_err(|e| e.to_string());
-    conn.close().await;
-    let state = state?;
+    let state = match state(&conn).await {
+        Ok(state) => state,
+        Err(e) => {
+            conn.close().await;
+            return Err(e.to_string());
+        }
+    };
     let complete = goal
         .objects
         .iter()
         .all(|o| state.objects.contains(&o.to_string()));
-    Ok(
-        if state.current == Some(goal.generation) && state.confirmed && complete {
-            Preflight::UpToDate {
-                current: state.current,
-            }
-        } else {
-            Preflight::Needed
-        },
-    )
+    let found = if state.current == Some(goal.generation) && state.confirmed && complete {
+        Preflight::UpToDate {
+            current: state.current,
+        }
+    } else {
+        Preflight::Needed
+    };
+    Ok((found, conn))
 }
 
-/// Plans (dry run) or runs one host's deploy. On success the host runs the
+/// Plans (dry run) or runs one host's deploy over the connection its
+/// preflight opened. On success the host runs the
 /// goal's generation, confirmed; on failure after the switch it has been
 /// rolled back.
+#[allow(clippy::too_many_arguments)]
 pub async fn deploy(
     client: &Client,
+    conn: Connection,
     store: &Store,
     target: &Target,
     goal: &Goal,
@@ -191,6 +201,7 @@ pub async fn deploy(
     };
     let result = steps(
         client,
+        conn,
         store,
         target,
         goal,
@@ -214,6 +225,7 @@ pub async fn deploy(
 #[allow(clippy::too_many_arguments)]
 async fn steps(
     client: &Client,
+    conn: Connection,
     store: &Store,
     target: &Target,
     goal: &Goal,
@@ -222,23 +234,8 @@ async fn steps(
     owner: &str,
     report: &mut HostReport,
 ) -> Result<Option<Switched>, String> {
-    let conn = client.connect(target).await.map_err(|e| e.to_string())?;
+    // The preflight's connection: its read-only look found work to do.
     let root = target.root.as_str();
-    // Read-only first: prerequisites are named, and a host already at the
-    // target is left alone, before anything is written or locked.
-    let before = state(&conn).await.map_err(|e| e.to_string())?;
-    if before.current == Some(goal.generation)
-        && before.confirmed
-        && goal
-            .objects
-            .iter()
-            .all(|o| before.objects.contains(&o.to_string()))
-    {
-        report.from = before.current;
-        report.outcome = Outcome::UpToDate;
-        conn.close().await;
-        return Ok(None);
-    }
     let lock = if dry_run {
         None
     } else {

@@ -298,14 +298,17 @@ async fn run(
     let mut refused = Vec::new();
     for ((target, goal), check) in work.iter().zip(checks) {
         match check.await.unwrap_or_else(|e| Err(e.to_string())) {
-            Ok(host::Preflight::UpToDate { current }) => {
+            Ok((host::Preflight::UpToDate { current }, conn)) => {
+                conn.close().await;
                 let mut report = skipped(target, goal);
                 report.outcome = Outcome::UpToDate;
                 report.from = current;
                 report.error = None;
                 results.push((report, None));
             }
-            Ok(host::Preflight::Needed) => pending.push((target.clone(), goal.clone())),
+            Ok((host::Preflight::Needed, conn)) => {
+                pending.push((target.clone(), goal.clone(), conn))
+            }
             Err(e) => {
                 let mut report = skipped(target, goal);
                 report.outcome = Outcome::Failed;
@@ -316,8 +319,9 @@ async fn run(
         }
     }
     if !refused.is_empty() && options.on_failure == OnFailure::RollBackAll {
-        for (target, goal) in &pending {
-            let mut report = skipped(target, goal);
+        for (target, goal, conn) in pending {
+            conn.close().await;
+            let mut report = skipped(&target, &goal);
             report.error = Some(format!(
                 "not attempted: {} failed the check before the deploy",
                 refused.join(", ")
@@ -327,9 +331,12 @@ async fn run(
         return in_order(results, &order);
     }
 
-    let work = pending;
+    let work: Vec<(Target, host::Goal)> = pending
+        .iter()
+        .map(|(t, g, _)| (t.clone(), g.clone()))
+        .collect();
     let mut tasks = Vec::new();
-    for (target, goal) in work.clone() {
+    for (target, goal, conn) in pending {
         let (client, store, jobs, failed, owner) = (
             client.clone(),
             store.clone(),
@@ -349,6 +356,7 @@ async fn run(
             let dry = options.mode == Mode::DryRun;
             let (report, switched) = host::deploy(
                 &client,
+                conn,
                 &store,
                 &target,
                 &goal,
