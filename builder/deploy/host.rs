@@ -177,17 +177,21 @@ pub async fn preflight(
 /// preflight opened. On success the host runs the
 /// goal's generation, confirmed; on failure after the switch it has been
 /// rolled back.
-#[allow(clippy::too_many_arguments)]
-pub async fn deploy(
-    client: &Client,
-    conn: Connection,
-    store: &Store,
-    target: &Target,
-    goal: &Goal,
-    dry_run: bool,
-    confirm_timeout: Duration,
-    owner: &str,
-) -> (HostReport, Option<Switched>) {
+/// One host's part of a run: whom to reach, what to bring it to, and how.
+#[derive(Clone, Copy)]
+pub struct Job<'a> {
+    pub client: &'a Client,
+    pub store: &'a Store,
+    pub target: &'a Target,
+    pub goal: &'a Goal,
+    pub mode: super::Mode,
+    pub confirm_timeout: Duration,
+    /// Who holds the host lock, as the refusal of a second deploy names it.
+    pub owner: &'a str,
+}
+
+pub async fn deploy(job: Job<'_>, conn: Connection) -> (HostReport, Option<Switched>) {
+    let Job { target, goal, .. } = job;
     let started = Instant::now();
     let mut report = HostReport {
         host: target.host.clone(),
@@ -199,18 +203,7 @@ pub async fn deploy(
         seconds: 0.0,
         error: None,
     };
-    let result = steps(
-        client,
-        conn,
-        store,
-        target,
-        goal,
-        dry_run,
-        confirm_timeout,
-        owner,
-        &mut report,
-    )
-    .await;
+    let result = steps(job, conn, &mut report).await;
     report.seconds = started.elapsed().as_secs_f64();
     match result {
         Ok(switched) => (report, switched),
@@ -222,21 +215,15 @@ pub async fn deploy(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn steps(
-    client: &Client,
+    job: Job<'_>,
     conn: Connection,
-    store: &Store,
-    target: &Target,
-    goal: &Goal,
-    dry_run: bool,
-    confirm_timeout: Duration,
-    owner: &str,
     report: &mut HostReport,
 ) -> Result<Option<Switched>, String> {
+    let Job { target, owner, .. } = job;
     // The preflight's connection: its read-only look found work to do.
     let root = target.root.as_str();
-    let lock = if dry_run {
+    let lock = if job.mode == super::Mode::DryRun {
         None
     } else {
         let held = conn
@@ -257,17 +244,7 @@ async fn steps(
         }
         Some(held)
     };
-    let result = switch(
-        client,
-        &conn,
-        store,
-        target,
-        goal,
-        dry_run,
-        confirm_timeout,
-        report,
-    )
-    .await;
+    let result = switch(job, &conn, report).await;
     if let Some(lock) = lock {
         lock.release().await;
     }
@@ -275,17 +252,19 @@ async fn steps(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn switch(
-    client: &Client,
+    job: Job<'_>,
     conn: &Connection,
-    store: &Store,
-    target: &Target,
-    goal: &Goal,
-    dry_run: bool,
-    confirm_timeout: Duration,
     report: &mut HostReport,
 ) -> Result<Option<Switched>, String> {
+    let Job {
+        client,
+        store,
+        target,
+        goal,
+        confirm_timeout,
+        ..
+    } = job;
     let root = target.root.as_str();
     let host_state = state(conn).await.map_err(|e| e.to_string())?;
     report.from = host_state.current;
@@ -306,7 +285,7 @@ async fn switch(
     };
     report.objects_sent = missing.len();
     report.bytes_sent = stream.len() as u64;
-    if dry_run {
+    if job.mode == super::Mode::DryRun {
         report.outcome = Outcome::Planned;
         return Ok(None);
     }

@@ -353,18 +353,16 @@ async fn run(
                 return (skipped(&target, &goal), None);
             }
             eprintln!("{}: deploying generation {}", target.host, goal.generation);
-            let dry = options.mode == Mode::DryRun;
-            let (report, switched) = host::deploy(
-                &client,
-                conn,
-                &store,
-                &target,
-                &goal,
-                dry,
-                options.confirm_timeout,
-                &owner,
-            )
-            .await;
+            let job = host::Job {
+                client: &client,
+                store: &store,
+                target: &target,
+                goal: &goal,
+                mode: options.mode,
+                confirm_timeout: options.confirm_timeout,
+                owner: &owner,
+            };
+            let (report, switched) = host::deploy(job, conn).await;
             if matches!(report.outcome, Outcome::Failed) {
                 failed.store(true, std::sync::atomic::Ordering::SeqCst);
             }
