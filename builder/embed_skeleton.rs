@@ -1,4 +1,5 @@
-//! Embeds the example stack (sites/, images/, templates/) for `sov init`.
+//! The Cargo build script: embeds the example stack (sites/, images/,
+//! templates/) for `sov init`.
 
 use std::fmt::Write;
 use std::path::Path;
