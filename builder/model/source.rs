@@ -2,7 +2,7 @@
 //! at the line and column of the value it is about.
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue};
@@ -51,10 +51,6 @@ impl Source {
             path: path.into(),
             text,
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Deserializes the whole file; a syntax or type error becomes a

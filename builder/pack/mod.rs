@@ -9,7 +9,7 @@ mod zstd;
 
 pub use self::seed::seed_image;
 pub use self::tar::{tar, untar, Entry};
-pub use self::zstd::{unzstd, unzstd_reader, zstd, ZSTD_LEVEL};
+pub use self::zstd::{unzstd, zstd, ZSTD_LEVEL};
 
 use std::io;
 

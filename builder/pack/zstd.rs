@@ -1,10 +1,7 @@
 //! zstd compression with every output-affecting parameter pinned.
 
-use std::io::Read;
-
 // `::zstd` is the crate; a bare `zstd` would be this module in the parent.
 use ::zstd::bulk::Compressor;
-use ::zstd::stream::read::Decoder;
 use ::zstd::zstd_safe::CParameter;
 
 use super::PackError;
@@ -37,12 +34,6 @@ pub fn unzstd(bytes: &[u8]) -> Result<Vec<u8>, PackError> {
     ::zstd::stream::decode_all(bytes).map_err(|source| PackError::ZstdDecompress { source })
 }
 
-/// Decompresses lazily, for hashing objects too large to hold in memory.
-/// Errors in the stream itself surface from the returned reader's `read`.
-pub fn unzstd_reader<R: Read>(r: R) -> Result<impl Read, PackError> {
-    Decoder::new(r).map_err(|source| PackError::ZstdDecompress { source })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,18 +61,6 @@ mod tests {
     fn identical_bytes_twice() {
         let input = sample();
         assert_eq!(zstd(&input).unwrap(), zstd(&input).unwrap());
-    }
-
-    #[test]
-    fn reader_streams_the_same_bytes() {
-        let input = sample();
-        let packed = zstd(&input).unwrap();
-        let mut out = Vec::new();
-        unzstd_reader(packed.as_slice())
-            .unwrap()
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, input);
     }
 
     #[test]

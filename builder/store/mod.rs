@@ -62,10 +62,6 @@ impl Store {
         Ok(Store { dir })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn path(&self, object: &ObjectName) -> PathBuf {
         self.dir.join(object.to_string())
     }
@@ -180,14 +176,6 @@ impl Batch<'_> {
     fn staged(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<PathBuf, PathBuf>> {
         // A panic while holding the lock leaves the map usable as it was.
         self.staged.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn len(&self) -> usize {
-        self.staged().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.staged().is_empty()
     }
 
     /// Makes every staged object durable with one filesystem sync, then

@@ -48,13 +48,6 @@ impl ObjectName {
     pub fn name(&self) -> &str {
         &self.name
     }
-
-    /// Objects whose bytes are zstd-compressed are hashed over the
-    /// decompressed bytes: zstd output depends on the library version, the
-    /// tar inside does not.
-    pub fn is_compressed(&self) -> bool {
-        Encoding::of(&self.name) == Encoding::Zstd
-    }
 }
 
 impl fmt::Display for ObjectName {
