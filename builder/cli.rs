@@ -397,12 +397,7 @@ fn keyscan(root: &Path, site: &str) -> Result<(), CliError> {
         .site(site)
         .ok_or_else(|| deploy::DeployError::UnknownSite(site.to_string()))?;
     for host in &site_def.hosts {
-        let address = host
-            .ssh
-            .address
-            .clone()
-            .or_else(|| host.ip.map(|ip| ip.to_string()))
-            .unwrap_or_default();
+        let address = host.ssh_address();
         let keys = deploy::ssh::scan(&address, host.ssh.port, Some("ed25519"));
         match keys.first() {
             Some(key) => {

@@ -253,12 +253,7 @@ fn target(stack: &Stack, site: &SiteName, host: &str) -> Result<Target, DeployEr
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
-    let address = h
-        .ssh
-        .address
-        .clone()
-        .or_else(|| h.ip.map(|ip| ip.to_string()))
-        .unwrap_or_default();
+    let address = h.ssh_address();
     Ok(Target {
         host: host.to_string(),
         address,

@@ -243,6 +243,18 @@ pub struct Host {
     pub ssh: Ssh,
 }
 
+impl Host {
+    /// Where sov connects: `ssh.address`, else the reserved IP (validation
+    /// makes sure one of them is set).
+    pub fn ssh_address(&self) -> String {
+        match (&self.ssh.address, self.ip) {
+            (Some(address), _) => address.clone(),
+            (None, Some(ip)) => ip.to_string(),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 /// How sov reaches the host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -620,22 +620,9 @@ fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-/// One word for a POSIX shell: as is when plainly safe, else single-quoted.
-pub fn shell_quote(word: &str) -> String {
-    let safe = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:,+@%".contains(&b));
-    if safe {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
 pub fn shell_join(argv: &[&str]) -> String {
     argv.iter()
-        .map(|w| shell_quote(w))
+        .map(|w| sov::render::shell_quote(w))
         .collect::<Vec<_>>()
         .join(" ")
 }
