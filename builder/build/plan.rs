@@ -48,8 +48,6 @@ pub struct Derivation {
     /// again, what the templates see (kept as bytes: most builds render
     /// nothing, and a byte string is cheap to keep and free).
     pub context: Vec<u8>,
-    /// For diagnostics: which site/host/artifact this renders.
-    pub what: String,
 }
 
 impl Derivation {
@@ -63,10 +61,6 @@ impl Derivation {
     ) -> Derivation {
         let context = serde_json::to_vec(context).unwrap_or_default();
         let key = key(templates, kind, &name, &recipe, &context);
-        let what = match host {
-            Some(h) => format!("{} `{name}` of host {h}", kind.as_str()),
-            None => format!("{} `{name}`", kind.as_str()),
-        };
         Derivation {
             kind,
             name,
@@ -74,7 +68,15 @@ impl Derivation {
             key,
             recipe,
             context,
-            what,
+        }
+    }
+
+    /// For diagnostics: which artifact of which host this renders. Made only
+    /// when something failed, not for every derivation of every build.
+    pub fn what(&self) -> String {
+        match &self.host {
+            Some(h) => format!("{} `{}` of host {h}", self.kind.as_str(), self.name),
+            None => format!("{} `{}`", self.kind.as_str(), self.name),
         }
     }
 }

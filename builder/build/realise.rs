@@ -37,11 +37,11 @@ pub fn realise(templates: &Templates, d: &Derivation) -> Result<Output, RealiseE
         serde_json::from_slice(&d.context).unwrap_or(serde_json::Value::Null);
     let render = |template: &str| {
         templates
-            .render(template, &context, &d.what)
+            .render(template, &context, &d.what())
             .map_err(|e| RealiseError::Input(e.diagnostic))
     };
     let pack_error = |source| RealiseError::Pack {
-        what: d.what.clone(),
+        what: d.what(),
         source,
     };
     let (digest, bytes) = match &d.recipe {
@@ -85,7 +85,7 @@ pub fn realise(templates: &Templates, d: &Derivation) -> Result<Output, RealiseE
     let object = ObjectName::new(digest, &d.name).map_err(|e| {
         RealiseError::Input(Diagnostic::file(
             "sites",
-            format!("{} cannot name a store object: {e}", d.what),
+            format!("{} cannot name a store object: {e}", d.what()),
         ))
     })?;
     Ok(Output { object, bytes })
