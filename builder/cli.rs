@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::build::{self, gc, BuildError, Paths, Report};
 use crate::deploy::{self, Mode, OnFailure, Which};
 use crate::init;
+use crate::model::Stack;
+use crate::secrets::{self, SecretError, SecretValue, Vault};
 use crate::store::{StateLock, Store, StoreError};
 
 #[derive(Debug, Parser)]
@@ -24,6 +26,9 @@ pub struct Cli {
     /// Store, generations and cache [default: <root>/.sov].
     #[arg(long, global = true)]
     pub state: Option<PathBuf>,
+    /// The age identity that opens the secrets [default: <state>/secrets/identity.txt, created on first use].
+    #[arg(long, global = true, env = "SOV_AGE_IDENTITY")]
+    pub age_identity: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -77,6 +82,24 @@ pub enum Command {
     },
     /// Write a new stack skeleton (this example stack) into DIR.
     Init { dir: PathBuf },
+    /// Set or list a site's secrets (kept age-encrypted under <state>/secrets).
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set secret NAME of SITE to the value read from stdin (one final newline is dropped).
+    Set { site: String, name: String },
+    /// List the secrets a site's hosts need and whether each has a value (never the values).
+    List {
+        site: String,
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +153,10 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Init(#[from] init::InitError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("cannot read the secret's value from stdin")]
+    Stdin(#[source] std::io::Error),
     #[error("{count} corrupt object{}: {}", if *count == 1 { "" } else { "s" }, names.join(", "))]
     Corrupt { count: usize, names: Vec<String> },
     #[error("not reproducible: {}", artifacts.join(", "))]
@@ -151,6 +178,7 @@ impl CliError {
             CliError::Build(e) if e.is_input() => 2,
             CliError::Deploy(e) if e.is_input() => 2,
             CliError::Init(init::InitError::Exists(_)) => 2,
+            CliError::Secret(e) if e.is_input() => 2,
             _ => 1,
         }
     }
@@ -166,6 +194,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         root: &root,
         state: &state,
     };
+    let age_identity = cli.age_identity.as_deref().map(absolute).transpose()?;
     match cli.command {
         Command::Build(args) => build_command(&paths, &args),
         Command::Deploy {
@@ -180,7 +209,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             } else {
                 OnFailure::RollBackAll
             };
-            deploy_command(&paths, &site, Which::Current, &hosts, mode, on_failure)
+            deploy_command(
+                &paths,
+                &site,
+                Which::Current,
+                &hosts,
+                mode,
+                on_failure,
+                age_identity,
+            )
         }
         Command::Rollback { site, to, hosts } => {
             let which = to.map_or(Which::Previous, Which::Number);
@@ -191,6 +228,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 &hosts,
                 Mode::Apply,
                 OnFailure::RollBackAll,
+                age_identity,
             )
         }
         Command::Generations { site } => generations(&state, &site),
@@ -206,6 +244,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 report.generations_removed, report.objects_removed, report.bytes_freed
             );
             Ok(())
+        }
+        Command::Secret { command } => {
+            let vault = Vault::open(&state, age_identity);
+            match command {
+                SecretCommand::Set { site, name } => secret_set(&root, &vault, &site, &name),
+                SecretCommand::List { site, json } => secret_list(&root, &vault, &site, json),
+            }
         }
         Command::Init { dir } => {
             let written = init::init(&dir)?;
@@ -329,6 +374,7 @@ fn deploy_command(
     hosts: &HostArgs,
     mode: Mode,
     on_failure: OnFailure,
+    age_identity: Option<PathBuf>,
 ) -> Result<(), CliError> {
     let options = deploy::Options {
         hosts: hosts.hosts.clone(),
@@ -337,6 +383,7 @@ fn deploy_command(
         jobs: hosts.jobs,
         confirm_timeout: std::time::Duration::from_secs(hosts.confirm_timeout),
         identity: hosts.identity.clone(),
+        age_identity,
     };
     let report = deploy::deploy(paths.root, paths.state, site, which, &options)?;
     let mut out = std::io::stdout().lock();
@@ -478,6 +525,104 @@ fn diff(state: &Path, site: &str, from: Option<u64>, to: Option<u64>) -> Result<
         build::diff::render(&store, &sections, from.generation.0, to.generation.0)
     );
     Ok(())
+}
+
+fn secret_set(root: &Path, vault: &Vault, site: &str, name: &str) -> Result<(), CliError> {
+    let stack = Stack::load(root).map_err(|d| CliError::Build(BuildError::Input(d)))?;
+    let (site, declared) = secrets::declared(&stack, site)?;
+    let Some((name, _)) = declared.iter().find(|(n, _)| n.as_str() == name) else {
+        return Err(SecretError::Undeclared {
+            site: site.to_string(),
+            name: name.to_string(),
+            known: declared
+                .keys()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+        .into());
+    };
+    let value = read_secret(name.as_str())?;
+    vault.set(&site, name, &value)?;
+    eprintln!(
+        "secret {name} of site {site} stored, encrypted with {}; hosts get it on the next deploy",
+        vault.identity().display()
+    );
+    Ok(())
+}
+
+/// The value on stdin; read without echo when stdin is a terminal.
+fn read_secret(name: &str) -> Result<SecretValue, CliError> {
+    use std::io::{IsTerminal, Read};
+    let stdin = std::io::stdin();
+    let mut value = Vec::new();
+    if stdin.is_terminal() {
+        eprint!("value of {name} (not shown, end with Enter): ");
+        let saved = rustix::termios::tcgetattr(&stdin).map_err(|e| CliError::Stdin(e.into()))?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet)
+            .map_err(|e| CliError::Stdin(e.into()))?;
+        let mut line = String::new();
+        let read = stdin.read_line(&mut line);
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &saved);
+        eprintln!();
+        read.map_err(CliError::Stdin)?;
+        value = line.into_bytes();
+    } else {
+        stdin
+            .lock()
+            .read_to_end(&mut value)
+            .map_err(CliError::Stdin)?;
+    }
+    if value.ends_with(b"\n") {
+        value.pop();
+        if value.ends_with(b"\r") {
+            value.pop();
+        }
+    }
+    let value = SecretValue::new(value);
+    if value.expose().is_empty() {
+        return Err(SecretError::Empty(name.to_string()).into());
+    }
+    Ok(value)
+}
+
+fn secret_list(root: &Path, vault: &Vault, site: &str, json: bool) -> Result<(), CliError> {
+    #[derive(serde::Serialize)]
+    struct Row {
+        name: String,
+        /// `set`, `generated-on-deploy` or `missing`.
+        state: &'static str,
+        hosts: Vec<String>,
+    }
+    let stack = Stack::load(root).map_err(|d| CliError::Build(BuildError::Input(d)))?;
+    let (site, declared) = secrets::declared(&stack, site)?;
+    let rows: Vec<Row> = declared
+        .into_iter()
+        .map(|(name, d)| Row {
+            state: if vault.is_set(&site, &name) {
+                "set"
+            } else if d.generate {
+                "generated-on-deploy"
+            } else {
+                "missing"
+            },
+            name: name.to_string(),
+            hosts: d.hosts,
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &rows).map_err(|e| CliError::Output(e.into()))?;
+        writeln!(out).map_err(CliError::Output)
+    } else {
+        for r in &rows {
+            writeln!(out, "{:<24} {:<20} {}", r.name, r.state, r.hosts.join(", "))
+                .map_err(CliError::Output)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -8,4 +8,5 @@ pub mod init;
 pub mod model;
 pub mod pack;
 pub mod render;
+pub mod secrets;
 pub mod store;

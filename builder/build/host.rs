@@ -51,7 +51,6 @@ pub fn activation_context(
                     .iter()
                     .map(|s| SecretInfo {
                         name: s.name.to_string(),
-                        owner: s.owner.clone(),
                         path: secret_path(s.name.as_str()),
                     })
                     .collect()
@@ -90,5 +89,6 @@ pub fn host_manifest(
             .into_iter()
             .map(|d| ArtifactEntry::new(d.kind, outputs[&d.key].clone(), d.key))
             .collect(),
+        secrets: host.secrets.clone(),
     }
 }

@@ -42,6 +42,20 @@ pub struct HostManifest {
     /// The activation script, also listed among the artifacts.
     pub activate: ObjectName,
     pub artifacts: Vec<ArtifactEntry>,
+    /// The secrets the host needs at run time, by name: never a value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretEntry>,
+}
+
+/// A secret a host needs: sov delivers it to `/run/sov/secrets/<name>`,
+/// owned by `owner`, before activation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretEntry {
+    pub name: String,
+    pub owner: String,
+    /// sov generates a value when the operator has set none.
+    pub generate: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

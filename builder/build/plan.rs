@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::manifest::SecretEntry;
 use super::serial::Serials;
 use crate::model::site::Site;
 use crate::model::{zones, HostName, Stack};
@@ -143,6 +144,7 @@ pub struct HostPlan {
     pub seed: Derivation,
     pub bundle: Option<Derivation>,
     pub activation: Derivation,
+    pub secrets: Vec<SecretEntry>,
 }
 
 impl SitePlan {
@@ -271,6 +273,20 @@ pub fn plan_site(
         let context =
             super::host::activation_context(stack, site, &plan, &info, &roles, bundle.as_ref());
         let activation = plan_activation(templates, site.name.as_str(), &host, &context);
+        let secrets = stack
+            .image(&info.image)
+            .map(|image| {
+                image
+                    .secrets
+                    .iter()
+                    .map(|s| SecretEntry {
+                        name: s.name.to_string(),
+                        owner: s.owner.clone(),
+                        generate: s.generate,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         plan.hosts.push(HostPlan {
             host,
             info,
@@ -278,6 +294,7 @@ pub fn plan_site(
             seed,
             bundle,
             activation,
+            secrets,
         });
     }
     plan

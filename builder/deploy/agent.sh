@@ -12,6 +12,7 @@
 #   lock                  flock held by a deploy for its whole length
 #   switch.lock           flock taken by confirm, rollback and the watchdog
 #   confirmed/<N>         generation N was confirmed over a new connection
+# and the secrets, outside ROOT: SECRETS/<name> on a tmpfs, mode 0600.
 set -eu
 
 die() {
@@ -79,6 +80,40 @@ state)
 	printf 'manifest %s\n' "$(readlink "$ROOT/generations/$(current_generation)" 2>/dev/null | sed 's,.*/,,')"
 	for f in "$ROOT"/store/*; do
 		if [ -f "$f" ]; then printf 'object %s\n' "${f##*/}"; fi
+	done
+	# state SECRETS: which secrets the host holds, by hash, so that a changed
+	# or lost one (a reboot empties the tmpfs) is sent again.
+	if [ -n "${1:-}" ]; then
+		for f in "$1"/*; do
+			if [ -f "$f" ]; then printf 'secret %s %s\n' "${f##*/}" "$(b3sum --no-names "$f")"; fi
+		done
+	fi
+	;;
+
+secrets)
+	# secrets SECRETS NAME=OWNER...: stdin is a tar of the named secrets.
+	# They live on a tmpfs (never on disk), mode 0600, given to their owner,
+	# each replaced by rename. The directory lets owners reach their file
+	# without listing the others.
+	dir=${1:?secrets directory}
+	shift
+	umask 077
+	mkdir -p "$dir"
+	if [ "$(stat -f -c %T "$dir")" != tmpfs ]; then
+		mount -t tmpfs -o mode=0711,size=4m sov-secrets "$dir" || die "cannot mount a tmpfs on $dir for the secrets"
+	fi
+	chmod 0711 "$dir"
+	incoming="$dir/.incoming.$$"
+	mkdir "$incoming"
+	trap 'rm -rf "$incoming"' EXIT
+	tar -x --no-same-owner --no-same-permissions -C "$incoming" -f -
+	for spec; do
+		name=${spec%%=*}
+		owner=${spec#*=}
+		[ -f "$incoming/$name" ] || die "secret $name is missing from the stream"
+		chmod 0600 "$incoming/$name"
+		chown "$owner" "$incoming/$name" || die "secret $name: cannot give it to $owner (no such user on this host?)"
+		mv -f "$incoming/$name" "$dir/$name"
 	done
 	;;
 

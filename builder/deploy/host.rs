@@ -1,11 +1,12 @@
 //! One host's part of a deploy: lock, learn what it holds, send what it
 //! lacks, switch, and confirm over a new connection.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::secrets::{self, Delivery};
 use super::ssh::{Client, Connection, SshError, Target};
 use super::AGENT;
 use crate::pack::{self, Entry};
@@ -13,7 +14,7 @@ use crate::store::{ObjectName, Store};
 
 /// Every remote step but the switch is quick; the switch runs activation
 /// and health checks.
-const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 const SWITCH_TIMEOUT: Duration = Duration::from_secs(300);
 /// Generations a host keeps after a confirmed deploy; older ones and the
 /// objects only they need are removed (a rollback sends them again).
@@ -27,6 +28,8 @@ pub struct Goal {
     /// Every object the generation needs on this host, the agent included.
     pub objects: BTreeSet<ObjectName>,
     pub agent: ObjectName,
+    /// The secrets it needs, with their values.
+    pub secrets: Vec<Delivery>,
 }
 
 /// How one host's deploy ended.
@@ -65,7 +68,7 @@ pub struct Switched {
     pub previous: Option<u64>,
 }
 
-fn agent_argv<'a>(command: &'a str, root: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+pub(super) fn agent_argv<'a>(command: &'a str, root: &'a str, args: &[&'a str]) -> Vec<&'a str> {
     let mut argv = vec!["sh", "-c", AGENT, "sov-agent", command, root];
     argv.extend_from_slice(args);
     argv
@@ -82,6 +85,8 @@ struct HostState {
     confirmed: bool,
     /// An unconfirmed switch: (generation, the generation before it).
     pending: Option<(u64, Option<u64>)>,
+    /// The secrets it holds: name to blake3 of the value.
+    secrets: BTreeMap<String, String>,
 }
 
 async fn state(conn: &Connection) -> Result<HostState, SshError> {
@@ -89,7 +94,7 @@ async fn state(conn: &Connection) -> Result<HostState, SshError> {
     let out = conn
         .run(
             "read the host's state",
-            &agent_argv("state", root, &[]),
+            &agent_argv("state", root, &[secrets::state_arg()]),
             b"",
             STEP_TIMEOUT,
         )
@@ -100,6 +105,7 @@ async fn state(conn: &Connection) -> Result<HostState, SshError> {
         objects: BTreeSet::new(),
         confirmed: false,
         pending: None,
+        secrets: BTreeMap::new(),
     };
     for line in out.lines() {
         if let Some(n) = line.strip_prefix("current ") {
@@ -115,6 +121,12 @@ async fn state(conn: &Connection) -> Result<HostState, SshError> {
             }
         } else if let Some(o) = line.strip_prefix("object ") {
             state.objects.insert(o.to_string());
+        } else if let Some((name, hash)) =
+            line.strip_prefix("secret ").and_then(|s| s.split_once(' '))
+        {
+            state
+                .secrets
+                .insert(name.to_string(), hash.trim().to_string());
         }
     }
     Ok(state)
@@ -163,7 +175,11 @@ pub async fn preflight(
         .objects
         .iter()
         .all(|o| state.objects.contains(&o.to_string()));
-    let found = if state.current == Some(goal.generation) && state.confirmed && complete {
+    let found = if state.current == Some(goal.generation)
+        && state.confirmed
+        && complete
+        && !secrets::stale(&goal.secrets, &state.secrets)
+    {
         Preflight::UpToDate {
             current: state.current,
         }
@@ -273,7 +289,12 @@ async fn switch(
         .iter()
         .filter(|o| !host_state.objects.contains(&o.to_string()))
         .collect();
-    if host_state.current == Some(goal.generation) && host_state.confirmed && missing.is_empty() {
+    let secrets_stale = secrets::stale(&goal.secrets, &host_state.secrets);
+    if host_state.current == Some(goal.generation)
+        && host_state.confirmed
+        && missing.is_empty()
+        && !secrets_stale
+    {
         report.outcome = Outcome::UpToDate;
         return Ok(None);
     }
@@ -291,7 +312,7 @@ async fn switch(
     }
     let generation = goal.generation.to_string();
     let manifest = goal.manifest.to_string();
-    if host_state.manifest.as_deref() == Some(manifest.as_str()) {
+    if host_state.manifest.as_deref() == Some(manifest.as_str()) && !secrets_stale {
         // Same artifacts under a new number: nothing to activate.
         conn.run(
             "record the generation",
@@ -315,6 +336,10 @@ async fn switch(
         )
         .await
         .map_err(|e| e.to_string())?;
+    }
+    // Before activation, which may start services that read them.
+    if secrets_stale {
+        secrets::send(conn, &goal.secrets).await?;
     }
     let timeout = confirm_timeout.as_secs().max(1).to_string();
     let agent = goal.agent.to_string();

@@ -2,6 +2,7 @@
 //! generation, in parallel with a bound, all or nothing.
 
 mod host;
+mod secrets;
 pub mod ssh;
 
 use std::collections::BTreeSet;
@@ -15,6 +16,7 @@ use crate::build::gc::{read_json, GcError};
 use crate::build::manifest::{HostManifest, SiteManifest};
 use crate::build::{Generation, Profile};
 use crate::model::{Diagnostics, SiteName, Stack};
+use crate::secrets::{SecretError, Vault};
 use crate::store::{Digest, ObjectName, StateLock, Store, StoreError};
 pub use host::{HostReport, Outcome};
 use ssh::{Client, Target};
@@ -40,6 +42,8 @@ pub enum DeployError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Manifest(#[from] GcError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     #[error("cannot prepare the deploy in {path}")]
     Io {
         path: PathBuf,
@@ -56,6 +60,7 @@ impl DeployError {
                 | DeployError::UnknownSite(_)
                 | DeployError::UnknownHost { .. }
                 | DeployError::NoGeneration(..)
+                | DeployError::Secret(SecretError::NotSet { .. })
         )
     }
 }
@@ -71,6 +76,8 @@ pub struct Options {
     pub confirm_timeout: Duration,
     /// The private key sov logs in with (ssh's default when None).
     pub identity: Option<PathBuf>,
+    /// The age identity that opens the secrets (`<state>/secrets/identity.txt` when None).
+    pub age_identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +146,11 @@ pub fn deploy(
         batch.commit()?;
     }
     let site_manifest: SiteManifest = read_json(&store, &record.manifest)?;
+    let vault = Vault::open(state, options.age_identity.clone());
+    let missing_secrets = match options.mode {
+        Mode::Apply => secrets::Missing::Generate,
+        Mode::DryRun => secrets::Missing::Skip,
+    };
     let mut work = Vec::new();
     for entry in &site_manifest.hosts {
         if !options.hosts.is_empty() && !options.hosts.contains(&entry.name) {
@@ -153,6 +165,7 @@ pub fn deploy(
         objects.insert(entry.manifest.clone());
         objects.insert(agent.clone());
         let target = target(&stack, &site_name, &entry.name)?;
+        let secrets = secrets::for_host(&vault, &site_name, &manifest, missing_secrets)?;
         work.push((
             target,
             host::Goal {
@@ -160,6 +173,7 @@ pub fn deploy(
                 manifest: entry.manifest.clone(),
                 objects,
                 agent: agent.clone(),
+                secrets,
             },
         ));
     }

@@ -534,6 +534,5 @@ pub struct ComposeActivation {
 #[derive(Debug, Clone, Serialize)]
 pub struct SecretInfo {
     pub name: String,
-    pub owner: String,
     pub path: String,
 }

@@ -73,6 +73,15 @@ pub(super) fn check(image: &Image, report: &mut Report<'_>) {
                 format!("secret `{}` is declared twice", s.name),
             );
         }
+        if !valid_owner(&s.owner) {
+            report.at(
+                path!["secrets", i, "owner"],
+                format!(
+                    "`{}` is not an owner: expected a user name or a numeric uid, optionally `:group`",
+                    s.owner
+                ),
+            );
+        }
     }
     let mut paths = BTreeSet::new();
     for (i, f) in image.files.iter().enumerate() {
@@ -141,4 +150,22 @@ fn valid_port_mapping(port: &str) -> bool {
         && numbers[numbers.len().saturating_sub(2)..]
             .iter()
             .all(|n| n.parse::<u16>().is_ok_and(|n| n > 0))
+}
+
+/// `user`, `uid`, `user:group` or `uid:gid`, as chown takes them.
+fn valid_owner(owner: &str) -> bool {
+    let part = |p: &str| {
+        let mut bytes = p.bytes();
+        match bytes.next() {
+            Some(b) if b.is_ascii_digit() => bytes.all(|b| b.is_ascii_digit()),
+            Some(b) if b.is_ascii_lowercase() || b == b'_' => {
+                bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+            }
+            _ => false,
+        }
+    };
+    match owner.split_once(':') {
+        Some((user, group)) => part(user) && part(group),
+        None => part(owner),
+    }
 }

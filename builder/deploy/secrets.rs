@@ -1,0 +1,108 @@
+//! Secrets on their way to a host: decrypted from the vault for the secrets
+//! a generation's host manifest names, and sent as a tar on the agent's stdin
+//! to the host's tmpfs. A value is never on a command line, in a report or
+//! in a log line; a host's copy is compared by hash only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::ssh::Connection;
+use crate::build::manifest::HostManifest;
+use crate::model::{HostName, SiteName};
+use crate::pack::{self, Entry};
+use crate::render::SECRETS_DIR;
+use crate::secrets::{SecretError, SecretValue, Vault};
+
+/// One secret for one host.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub name: String,
+    pub owner: String,
+    value: Arc<SecretValue>,
+    /// blake3 of the value, as the host's `b3sum` prints it.
+    hash: String,
+}
+
+/// Whether a dry run may generate missing values (it may not: it writes nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    Generate,
+    Skip,
+}
+
+/// The secrets `manifest` names, with their values; generated ones that
+/// have no value yet get one (stored encrypted) unless `missing` says skip.
+pub fn for_host(
+    vault: &Vault,
+    site: &SiteName,
+    manifest: &HostManifest,
+    missing: Missing,
+) -> Result<Vec<Delivery>, SecretError> {
+    let mut deliveries = Vec::new();
+    for s in &manifest.secrets {
+        let name = HostName::try_from(s.name.clone()).map_err(|_| SecretError::NotSet {
+            site: site.to_string(),
+            name: s.name.clone(),
+        })?;
+        let value = if s.generate && !vault.is_set(site, &name) {
+            match missing {
+                Missing::Skip => continue,
+                Missing::Generate => vault.get_or_generate(site, &name)?.0,
+            }
+        } else {
+            vault.get(site, &name)?
+        };
+        deliveries.push(Delivery {
+            name: s.name.clone(),
+            owner: s.owner.clone(),
+            hash: blake3::hash(value.expose()).to_hex().to_string(),
+            value: Arc::new(value),
+        });
+    }
+    Ok(deliveries)
+}
+
+/// Whether the host lacks any of `deliveries` or holds another value.
+/// `held` maps names to the hashes the host's `state` reported.
+pub fn stale(deliveries: &[Delivery], held: &BTreeMap<String, String>) -> bool {
+    deliveries
+        .iter()
+        .any(|d| held.get(&d.name) != Some(&d.hash))
+}
+
+/// The argument the agent's `state` takes to report the secrets it holds.
+pub fn state_arg() -> &'static str {
+    SECRETS_DIR
+}
+
+/// Installs `deliveries` on the host, each replaced atomically.
+pub async fn send(conn: &Connection, deliveries: &[Delivery]) -> Result<(), String> {
+    let mut entries: Vec<Entry> = deliveries
+        .iter()
+        .map(|d| Entry {
+            path: d.name.clone(),
+            contents: d.value.expose().to_vec(),
+            mode: 0o600,
+        })
+        .collect();
+    let tar = pack::tar(&entries).map(SecretValue::new);
+    for e in &mut entries {
+        e.contents.fill(0);
+    }
+    let tar = tar.map_err(|e| format!("{}: packing secrets: {e}", conn.target.host))?;
+    let specs: Vec<String> = deliveries
+        .iter()
+        .map(|d| format!("{}={}", d.name, d.owner))
+        .collect();
+    let mut args = vec![SECRETS_DIR];
+    args.extend(specs.iter().map(String::as_str));
+    conn.run(
+        "deliver secrets",
+        &super::host::agent_argv("secrets", &conn.target.root, &args),
+        tar.expose(),
+        super::host::STEP_TIMEOUT,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
