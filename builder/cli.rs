@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use crate::build::{self, gc, BuildError, Paths, Report};
-use crate::deploy::{self, Mode, OnFailure, Which};
+use crate::deploy::{self, recover, Mode, OnFailure, Which};
 use crate::init;
 use crate::model::Stack;
 use crate::secrets::{self, SecretError, SecretValue, Vault};
@@ -82,10 +82,47 @@ pub enum Command {
     },
     /// Write a new stack skeleton (this example stack) into DIR.
     Init { dir: PathBuf },
+    /// Back up the data of a site's hosts now (services stopped during each host's backup), or `verify` the repository.
+    #[command(args_conflicts_with_subcommands = true)]
+    Backup {
+        #[command(subcommand)]
+        command: Option<BackupCommand>,
+        site: Option<String>,
+        #[command(flatten)]
+        hosts: HostArgs,
+    },
+    /// List a site's backups: id, time, host, generation, size, bytes added.
+    Backups {
+        site: String,
+        #[command(flatten)]
+        hosts: HostArgs,
+    },
+    /// Put a backup's data back (default: the newest deploy's) and roll the hosts to the generation it was taken under.
+    Restore {
+        site: String,
+        /// A backup id (or a unique prefix) from `sov backups`.
+        #[arg(long)]
+        backup: Option<String>,
+        #[command(flatten)]
+        hosts: HostArgs,
+    },
     /// Set or list a site's secrets (kept age-encrypted under <state>/secrets).
     Secret {
         #[command(subcommand)]
         command: SecretCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Run restic's check on a site's repository and read back a sample of the data.
+    Verify {
+        site: String,
+        /// How much of the data to read back (restic's --read-data-subset).
+        #[arg(long, default_value = "10%")]
+        read: String,
+        #[command(flatten)]
+        hosts: HostArgs,
     },
 }
 
@@ -147,6 +184,14 @@ pub enum CliError {
     Gc(#[from] gc::GcError),
     #[error(transparent)]
     Deploy(#[from] deploy::DeployError),
+    #[error("{what} of site {site} failed: {failed}")]
+    Failed {
+        what: &'static str,
+        site: String,
+        failed: String,
+    },
+    #[error("give a site: sov backup SITE, or sov backup verify SITE")]
+    NoSite,
     #[error("deploy of site {site} failed: {failed}")]
     DeployFailed { site: String, failed: String },
     #[error(transparent)]
@@ -179,6 +224,7 @@ impl CliError {
             CliError::Deploy(e) if e.is_input() => 2,
             CliError::Init(init::InitError::Exists(_)) => 2,
             CliError::Secret(e) if e.is_input() => 2,
+            CliError::NoSite => 2,
             _ => 1,
         }
     }
@@ -244,6 +290,119 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 report.generations_removed, report.objects_removed, report.bytes_freed
             );
             Ok(())
+        }
+        Command::Backup {
+            command: Some(BackupCommand::Verify { site, read, hosts }),
+            ..
+        } => {
+            let options = options_of(&hosts, Mode::Apply, OnFailure::RollBackAll, age_identity);
+            let said = recover::verify(&root, &state, &site, &read, &options)?;
+            print!("{said}");
+            println!("backups of site {site}: repository checked, {read} of the data read back");
+            Ok(())
+        }
+        Command::Backup {
+            command: None,
+            site,
+            hosts,
+        } => {
+            let site = site.ok_or(CliError::NoSite)?;
+            let options = options_of(&hosts, Mode::Apply, OnFailure::RollBackAll, age_identity);
+            let results = recover::backup_site(&root, &state, &site, &options)?;
+            let mut out = std::io::stdout().lock();
+            if hosts.json {
+                serde_json::to_writer_pretty(&mut out, &results)
+                    .map_err(|e| CliError::Output(e.into()))?;
+                writeln!(out).map_err(CliError::Output)?;
+            } else {
+                for r in &results {
+                    let said = match (&r.backup, &r.error) {
+                        (_, Some(e)) => format!("FAILED: {e}"),
+                        (Some(id), None) => format!("backup {}", &id[..id.len().min(8)]),
+                        (None, None) => "nothing to back up".to_string(),
+                    };
+                    writeln!(out, "{}: {said}", r.host).map_err(CliError::Output)?;
+                }
+            }
+            let failed: Vec<&str> = results
+                .iter()
+                .filter(|r| r.error.is_some())
+                .map(|r| r.host.as_str())
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(CliError::Failed {
+                    what: "backup",
+                    site,
+                    failed: failed.join(", "),
+                })
+            }
+        }
+        Command::Backups { site, hosts } => {
+            let options = options_of(&hosts, Mode::Apply, OnFailure::RollBackAll, age_identity);
+            let backups = recover::list(&root, &state, &site, &options)?;
+            let mut out = std::io::stdout().lock();
+            if hosts.json {
+                serde_json::to_writer_pretty(&mut out, &backups)
+                    .map_err(|e| CliError::Output(e.into()))?;
+                writeln!(out).map_err(CliError::Output)
+            } else {
+                for b in &backups {
+                    let bytes = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
+                    writeln!(
+                        out,
+                        "{}  {}  {:<16} generation {:<4} {:>12} bytes  {:>12} added  {}",
+                        b.short_id,
+                        b.time.get(..19).unwrap_or(&b.time),
+                        b.tags.host,
+                        b.tags.generation,
+                        bytes(b.size),
+                        bytes(b.added),
+                        b.tags.deploy
+                    )
+                    .map_err(CliError::Output)?;
+                }
+                Ok(())
+            }
+        }
+        Command::Restore {
+            site,
+            backup,
+            hosts,
+        } => {
+            let options = options_of(&hosts, Mode::Apply, OnFailure::RollBackAll, age_identity);
+            let restored = recover::restore(&root, &state, &site, backup.as_deref(), &options)?;
+            let mut out = std::io::stdout().lock();
+            if hosts.json {
+                serde_json::to_writer_pretty(&mut out, &restored)
+                    .map_err(|e| CliError::Output(e.into()))?;
+                writeln!(out).map_err(CliError::Output)?;
+            } else {
+                for b in &restored.backups {
+                    writeln!(
+                        out,
+                        "{}: data of backup {} restored",
+                        b.tags.host, b.short_id
+                    )
+                    .map_err(CliError::Output)?;
+                }
+                for d in &restored.deploys {
+                    for h in &d.hosts {
+                        writeln!(out, "{}: {}", h.host, deploy::describe(h))
+                            .map_err(CliError::Output)?;
+                    }
+                }
+            }
+            if restored.ok {
+                Ok(())
+            } else {
+                Err(CliError::Failed {
+                    what: "restore",
+                    site,
+                    failed: "see above".into(),
+                })
+            }
         }
         Command::Secret { command } => {
             let vault = Vault::open(&state, age_identity);
@@ -367,6 +526,24 @@ fn verify(state: &Path) -> Result<(), CliError> {
     }
 }
 
+fn options_of(
+    hosts: &HostArgs,
+    mode: Mode,
+    on_failure: OnFailure,
+    age_identity: Option<PathBuf>,
+) -> deploy::Options {
+    deploy::Options {
+        hosts: hosts.hosts.clone(),
+        mode,
+        on_failure,
+        jobs: hosts.jobs,
+        confirm_timeout: std::time::Duration::from_secs(hosts.confirm_timeout),
+        identity: hosts.identity.clone(),
+        age_identity,
+        backups: deploy::Backups::BeforeSwitch,
+    }
+}
+
 fn deploy_command(
     paths: &Paths<'_>,
     site: &str,
@@ -376,15 +553,7 @@ fn deploy_command(
     on_failure: OnFailure,
     age_identity: Option<PathBuf>,
 ) -> Result<(), CliError> {
-    let options = deploy::Options {
-        hosts: hosts.hosts.clone(),
-        mode,
-        on_failure,
-        jobs: hosts.jobs,
-        confirm_timeout: std::time::Duration::from_secs(hosts.confirm_timeout),
-        identity: hosts.identity.clone(),
-        age_identity,
-    };
+    let options = options_of(hosts, mode, on_failure, age_identity);
     let report = deploy::deploy(paths.root, paths.state, site, which, &options)?;
     let mut out = std::io::stdout().lock();
     if hosts.json {

@@ -1,6 +1,7 @@
 //! sov: builds every site of a self-hosted stack into content-addressed
 //! artifacts and records them as generations.
 
+pub mod backup;
 pub mod build;
 pub mod cli;
 pub mod deploy;

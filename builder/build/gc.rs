@@ -27,6 +27,8 @@ pub enum GcError {
         "manifest {object} of a kept generation is missing from the store: run `sov store verify`"
     )]
     Missing { object: ObjectName },
+    #[error("cannot tell which generations the backups need")]
+    Backups(#[source] Box<crate::backup::BackupError>),
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -46,10 +48,16 @@ pub fn gc(state: &Path, keep: usize) -> Result<GcReport, GcError> {
     for site in recorded_sites(state)? {
         let profile = Profile::open(state, &site);
         let current = profile.current()?.map(|r| r.generation);
+        // A kept backup is restored together with its generation.
+        let pinned = crate::backup::pinned_generations(state, site.as_str())
+            .map_err(|e| GcError::Backups(Box::new(e)))?;
         let records = profile.list()?;
         let cut = records.len().saturating_sub(keep);
         for (i, record) in records.iter().enumerate() {
-            if i < cut && Some(record.generation) != current {
+            if i < cut
+                && Some(record.generation) != current
+                && !pinned.contains(&record.generation.0)
+            {
                 profile.remove(record.generation)?;
                 report.generations_removed += 1;
             } else {

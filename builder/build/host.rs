@@ -90,5 +90,6 @@ pub fn host_manifest(
             .map(|d| ArtifactEntry::new(d.kind, outputs[&d.key].clone(), d.key))
             .collect(),
         secrets: host.secrets.clone(),
+        data: host.data.clone(),
     }
 }

@@ -45,6 +45,10 @@ pub struct HostManifest {
     /// The secrets the host needs at run time, by name: never a value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretEntry>,
+    /// The directories of data it keeps across generations, backed up
+    /// before each deploy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<String>,
 }
 
 /// A secret a host needs: sov delivers it to `/run/sov/secrets/<name>`,

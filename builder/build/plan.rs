@@ -145,6 +145,8 @@ pub struct HostPlan {
     pub bundle: Option<Derivation>,
     pub activation: Derivation,
     pub secrets: Vec<SecretEntry>,
+    /// The data directories its image declares.
+    pub data: Vec<String>,
 }
 
 impl SitePlan {
@@ -287,6 +289,11 @@ pub fn plan_site(
                     .collect()
             })
             .unwrap_or_default();
+        let data = stack
+            .image(&info.image)
+            .and_then(|image| image.data.as_ref())
+            .map(|d| d.paths.clone())
+            .unwrap_or_default();
         plan.hosts.push(HostPlan {
             host,
             info,
@@ -295,6 +302,7 @@ pub fn plan_site(
             bundle,
             activation,
             secrets,
+            data,
         });
     }
     plan

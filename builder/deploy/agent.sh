@@ -193,6 +193,78 @@ switch)
 	SOV_MANIFEST="$ROOT/generations/$gen" sh "$script" check
 	;;
 
+backup)
+	# backup PATHS...: stops the current generation's services that write
+	# the data, writes the PATHS that exist as one tar to stdout (owners,
+	# modes, symlinks and times kept) and starts the services again, whether
+	# the stream ends well or not (a dead connection included).
+	cur=$(current_generation)
+	script=
+	if [ -n "$cur" ]; then script="$ROOT/store/$(activation_of "$ROOT/generations/$cur")"; fi
+	services() {
+		[ -n "$script" ] || return 0
+		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" "$1" >>"$ROOT/backup.log" 2>&1
+	}
+	trap 'services start || printf "sov-agent: starting services failed, see %s\n" "$ROOT/backup.log" >&2' EXIT
+	trap 'exit 1' HUP INT TERM PIPE
+	services stop || die "stopping services for the backup failed: $(tail -n 3 "$ROOT/backup.log")"
+	for p; do
+		shift
+		if [ -e "$p" ]; then
+			set -- "$@" "${p#/}"
+		else
+			printf 'sov-agent: %s does not exist yet: not in this backup\n' "$p" >&2
+		fi
+	done
+	if [ $# -eq 0 ]; then
+		tar -c -f - -T /dev/null
+	else
+		tar -c -f - --sort=name --numeric-owner -C / -- "$@"
+	fi
+	;;
+
+restore)
+	# restore GEN PATHS...: stdin is a backup's tar of PATHS. Stops the
+	# current generation's services, moves each path aside, unpacks the tar
+	# at / (owners, modes, symlinks, times) and drops the old copies; if the
+	# stream breaks, the old copies come back. When GEN is already current,
+	# starts the services and runs the health checks; otherwise the switch to
+	# GEN that follows does.
+	gen=${1:?generation}
+	shift
+	cur=$(current_generation)
+	script=
+	if [ -n "$cur" ]; then script="$ROOT/store/$(activation_of "$ROOT/generations/$cur")"; fi
+	if [ -n "$script" ]; then
+		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" stop >&2 || die "stopping services for the restore failed"
+	fi
+	for p; do
+		# An earlier restore that died keeps its aside copy: that is the data.
+		if [ -e "$p.sov-old" ]; then
+			rm -rf "$p"
+		elif [ -e "$p" ]; then
+			mv -T "$p" "$p.sov-old"
+		fi
+	done
+	if ! tar -x -f - -p --same-owner --numeric-owner -C /; then
+		for p; do
+			if [ -e "$p.sov-old" ]; then
+				rm -rf "$p"
+				mv -T "$p.sov-old" "$p"
+			fi
+		done
+		if [ -n "$script" ]; then SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" start >&2 || true; fi
+		die "the backup stream broke: the data is as it was before the restore"
+	fi
+	sync
+	for p; do rm -rf "$p.sov-old"; done
+	if [ -n "$script" ] && [ "$cur" = "$gen" ]; then
+		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" start >&2
+		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" check >&2
+	fi
+	echo restored
+	;;
+
 relabel)
 	# relabel N MANIFEST: generation N has the same manifest as the current
 	# one: record the number without activating anything.

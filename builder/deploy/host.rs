@@ -6,9 +6,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::backup;
 use super::secrets::{self, Delivery};
 use super::ssh::{Client, Connection, SshError, Target};
 use super::AGENT;
+use crate::backup::{Repository, Tags};
+use crate::build::gc::read_json;
+use crate::build::manifest::HostManifest;
 use crate::pack::{self, Entry};
 use crate::store::{ObjectName, Store};
 
@@ -60,6 +64,8 @@ pub struct HostReport {
     pub objects_sent: usize,
     pub bytes_sent: u64,
     pub seconds: f64,
+    /// The snapshot taken of its data before the switch.
+    pub backup: Option<String>,
     pub error: Option<String>,
 }
 
@@ -204,6 +210,15 @@ pub struct Job<'a> {
     pub confirm_timeout: Duration,
     /// Who holds the host lock, as the refusal of a second deploy names it.
     pub owner: &'a str,
+    /// Where to back up the host's data before switching it, if anywhere.
+    pub backup: Option<BackupRun<'a>>,
+}
+
+/// The repository a deploy backs up into, and the deploy's name in the tags.
+#[derive(Clone, Copy)]
+pub struct BackupRun<'a> {
+    pub repo: &'a Repository,
+    pub deploy: &'a str,
 }
 
 pub async fn deploy(job: Job<'_>, conn: Connection) -> (HostReport, Option<Switched>) {
@@ -217,6 +232,7 @@ pub async fn deploy(job: Job<'_>, conn: Connection) -> (HostReport, Option<Switc
         objects_sent: 0,
         bytes_sent: 0,
         seconds: 0.0,
+        backup: None,
         error: None,
     };
     let result = steps(job, conn, &mut report).await;
@@ -337,6 +353,9 @@ async fn switch(
         .await
         .map_err(|e| e.to_string())?;
     }
+    if let Some(run) = job.backup {
+        report.backup = back_up_current(job.store, conn, &host_state, run).await?;
+    }
     // Before activation, which may start services that read them.
     if secrets_stale {
         secrets::send(conn, &goal.secrets).await?;
@@ -406,6 +425,99 @@ async fn switch(
         eprintln!("{}: warning: {e}", target.host);
     }
     Ok(Some(Switched { previous }))
+}
+
+/// Backs up the data the host's current generation declares, services
+/// stopped; None when it runs nothing yet or keeps no data.
+async fn back_up_current(
+    store: &Store,
+    conn: &Connection,
+    host_state: &HostState,
+    run: BackupRun<'_>,
+) -> Result<Option<String>, String> {
+    let host = &conn.target.host;
+    let (Some(current), Some(manifest)) = (host_state.current, &host_state.manifest) else {
+        return Ok(None);
+    };
+    let manifest: HostManifest = manifest
+        .parse::<ObjectName>()
+        .map_err(|e| e.to_string())
+        .and_then(|m| read_json(store, &m).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            format!("{host}: cannot tell what generation {current} keeps to back it up: {e}")
+        })?;
+    if manifest.data.is_empty() {
+        return Ok(None);
+    }
+    eprintln!(
+        "{host}: backing up {} (its services are stopped during the backup)",
+        manifest.data.join(", ")
+    );
+    let tags = Tags {
+        site: manifest.site.clone(),
+        host: host.clone(),
+        generation: current,
+        deploy: run.deploy.to_string(),
+    };
+    let taken = backup::back_up(conn, run.repo, tags, &manifest.data)
+        .await
+        .map_err(|e| format!("{host}: backup failed, nothing was switched: {e}"))?;
+    eprintln!(
+        "{host}: backup {} of generation {current}: {} bytes, {} added",
+        &taken.id[..taken.id.len().min(8)],
+        taken.size,
+        taken.added
+    );
+    Ok(Some(taken.id))
+}
+
+/// Runs `work` on the host with its lock held (named `owner`), over a
+/// new connection: the steps of `sov backup` and `sov restore` that are not
+/// a switch.
+pub async fn locked<T>(
+    client: &Client,
+    target: &Target,
+    owner: &str,
+    work: impl AsyncFnOnce(&Connection) -> Result<T, String>,
+) -> Result<T, String> {
+    let conn = client.connect(target).await.map_err(|e| e.to_string())?;
+    let root = target.root.as_str();
+    let held = match conn
+        .hold(
+            "take the host lock",
+            &agent_argv("hold-lock", root, &[owner]),
+            STEP_TIMEOUT,
+        )
+        .await
+    {
+        Ok(held) => held,
+        Err(e) => {
+            conn.close().await;
+            return Err(e.to_string());
+        }
+    };
+    let result = if held.first_line == "locked" {
+        work(&conn).await
+    } else {
+        Err(format!(
+            "{}: another deploy holds the host lock ({})",
+            target.host, held.first_line
+        ))
+    };
+    held.release().await;
+    conn.close().await;
+    result
+}
+
+/// `sov backup` of one host: what its current generation keeps, services
+/// stopped during the backup; None when it keeps nothing.
+pub async fn backup_only(
+    conn: &Connection,
+    store: &Store,
+    run: BackupRun<'_>,
+) -> Result<Option<String>, String> {
+    let host_state = state(conn).await.map_err(|e| e.to_string())?;
+    back_up_current(store, conn, &host_state, run).await
 }
 
 /// Puts the host back on `previous` now, over `conn` or a new connection;

@@ -1,7 +1,9 @@
 //! `sov deploy` and `sov rollback`: bring every host of a site to a site
 //! generation, in parallel with a bound, all or nothing.
 
+mod backup;
 mod host;
+pub mod recover;
 mod secrets;
 pub mod ssh;
 
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::backup::{BackupError, Repository};
 use crate::build::gc::{read_json, GcError};
 use crate::build::manifest::{HostManifest, SiteManifest};
 use crate::build::{Generation, Profile};
@@ -44,6 +47,8 @@ pub enum DeployError {
     Manifest(#[from] GcError),
     #[error(transparent)]
     Secret(#[from] SecretError),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
     #[error("cannot prepare the deploy in {path}")]
     Io {
         path: PathBuf,
@@ -61,7 +66,7 @@ impl DeployError {
                 | DeployError::UnknownHost { .. }
                 | DeployError::NoGeneration(..)
                 | DeployError::Secret(SecretError::NotSet { .. })
-        )
+        ) || matches!(self, DeployError::Backup(e) if e.is_input())
     }
 }
 
@@ -78,6 +83,16 @@ pub struct Options {
     pub identity: Option<PathBuf>,
     /// The age identity that opens the secrets (`<state>/secrets/identity.txt` when None).
     pub age_identity: Option<PathBuf>,
+    pub backups: Backups,
+}
+
+/// Whether a deploy backs up the hosts' data before switching them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backups {
+    /// Every host whose current generation declares data (the default).
+    BeforeSwitch,
+    /// None: a restore has just put the data in place.
+    Skip,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +207,22 @@ pub fn deploy(
         }
     }
 
+    // The repository opens (or is created) before any host is touched: a
+    // missing restic or a wrong password stops the deploy here.
+    let keeps_data = stack.site(site_name.as_str()).is_some_and(|s| {
+        s.hosts.iter().any(|h| {
+            stack
+                .image(h.image.as_str())
+                .is_some_and(|i| i.data.is_some())
+        })
+    });
+    let repo =
+        if options.backups == Backups::BeforeSwitch && options.mode == Mode::Apply && keeps_data {
+            Some(Arc::new(Repository::open(state, &vault, &site_name)?))
+        } else {
+            None
+        };
+
     let run_dir = state.join("run").join(std::process::id().to_string());
     let io = |source| DeployError::Io {
         path: run_dir.clone(),
@@ -211,8 +242,16 @@ pub fn deploy(
         .enable_all()
         .build()
         .map_err(io)?;
-    let hosts = runtime.block_on(run(client, store, work, options));
+    let backups = repo
+        .clone()
+        .map(|repo| (repo, crate::backup::run_name("deploy")));
+    let hosts = runtime.block_on(run(client, store, work, backups, options));
     let _ = std::fs::remove_dir_all(&run_dir);
+    if let Some(repo) = repo.filter(|_| hosts.iter().any(|h| h.backup.is_some())) {
+        if let Err(e) = repo.forget(&stack.settings.value.backups) {
+            eprintln!("warning: backups of site {site}: {e}");
+        }
+    }
     let ok = hosts.iter().all(|h| {
         !matches!(
             h.outcome,
@@ -282,6 +321,7 @@ async fn run(
     client: Client,
     store: Store,
     work: Vec<(Target, host::Goal)>,
+    backups: Option<(Arc<Repository>, String)>,
     options: &Options,
 ) -> Vec<HostReport> {
     let order: Vec<String> = work.iter().map(|(t, _)| t.host.clone()).collect();
@@ -354,6 +394,7 @@ async fn run(
             owner.clone(),
         );
         let options = options.clone();
+        let backups = backups.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = jobs.acquire_owned().await.ok();
             if options.on_failure == OnFailure::RollBackAll
@@ -370,6 +411,9 @@ async fn run(
                 mode: options.mode,
                 confirm_timeout: options.confirm_timeout,
                 owner: &owner,
+                backup: backups
+                    .as_ref()
+                    .map(|(repo, deploy)| host::BackupRun { repo, deploy }),
             };
             let (report, switched) = host::deploy(job, conn).await;
             if matches!(report.outcome, Outcome::Failed) {
@@ -422,6 +466,7 @@ fn skipped(target: &Target, goal: &host::Goal) -> HostReport {
         objects_sent: 0,
         bytes_sent: 0,
         seconds: 0.0,
+        backup: None,
         error: Some("not attempted: another host failed".into()),
     }
 }

@@ -246,6 +246,58 @@ impl Connection {
         })
     }
 
+    /// Runs `argv` on the host with its stdin and stdout joined to local
+    /// descriptors (a restic process), so that the data flows between the
+    /// two without passing through sov; fails on a non-zero exit or after
+    /// `timeout`, with what the host said on stderr.
+    pub async fn stream(
+        &self,
+        step: &'static str,
+        argv: &[&str],
+        stdin: openssh::Stdio,
+        stdout: openssh::Stdio,
+        timeout: Duration,
+    ) -> Result<(), SshError> {
+        let host = self.target.host.clone();
+        let work = async {
+            let mut command = self.session.command(argv[0]);
+            command.args(&argv[1..]);
+            command
+                .stdin(stdin)
+                .stdout(stdout)
+                .stderr(openssh::Stdio::piped());
+            let child = command.spawn().await?;
+            // Our copies of the descriptors close with the command: the
+            // local end sees EOF when the remote one ends.
+            drop(command);
+            child.wait_with_output().await
+        };
+        let output = tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| SshError::Timeout {
+                host: host.clone(),
+                step,
+                secs: timeout.as_secs(),
+            })?
+            .map_err(|source| SshError::Transport {
+                host: host.clone(),
+                step,
+                source,
+            })?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(SshError::Failed {
+            host,
+            step,
+            code: output
+                .status
+                .code()
+                .map_or("by signal".to_string(), |c| c.to_string()),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+
     pub async fn close(self) {
         let _ = self.session.close().await;
     }

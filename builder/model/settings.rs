@@ -16,6 +16,48 @@ pub struct Settings {
     pub dns: DnsDefaults,
     /// Regions that sites are placed in.
     pub regions: Vec<Region>,
+    /// How many backups of each host to keep.
+    #[serde(default)]
+    pub backups: Retention,
+}
+
+/// restic's forget policy, applied to each host's backups after each backup
+/// run; 0 turns a rule off. A snapshot any rule keeps is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(default = "default_keep_last")]
+    pub keep_last: u32,
+    #[serde(default = "default_keep_daily")]
+    pub keep_daily: u32,
+    #[serde(default = "default_keep_weekly")]
+    pub keep_weekly: u32,
+    #[serde(default = "default_keep_monthly")]
+    pub keep_monthly: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_last: default_keep_last(),
+            keep_daily: default_keep_daily(),
+            keep_weekly: default_keep_weekly(),
+            keep_monthly: default_keep_monthly(),
+        }
+    }
+}
+
+fn default_keep_last() -> u32 {
+    10
+}
+fn default_keep_daily() -> u32 {
+    7
+}
+fn default_keep_weekly() -> u32 {
+    4
+}
+fn default_keep_monthly() -> u32 {
+    6
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

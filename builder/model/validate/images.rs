@@ -115,12 +115,17 @@ pub(super) fn check(image: &Image, report: &mut Report<'_>) {
             );
         }
     }
-    if image
-        .data
-        .as_ref()
-        .is_some_and(|d| d.paths.iter().any(|p| !p.starts_with('/')))
-    {
-        report.at(path!["data", "paths"], "expected absolute paths");
+    for (i, p) in image.data.iter().flat_map(|d| d.paths.iter()).enumerate() {
+        let clean = p.strip_prefix('/').is_some_and(|rest| {
+            rest.split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..")
+        });
+        if !clean {
+            report.at(
+                path!["data", "paths", i],
+                format!("`{p}` is not a data directory: expected an absolute path like /var/lib/app, without `.`, `..` or a final `/`"),
+            );
+        }
     }
     let mut checks = BTreeSet::new();
     for (i, h) in image.health.iter().enumerate() {

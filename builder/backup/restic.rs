@@ -1,0 +1,240 @@
+//! The restic process: one repository per site, its password handed over
+//! on an inherited pipe (`--password-file /dev/fd/N`), never on a command
+//! line, in the environment or in a file.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::BackupError;
+use crate::secrets::SecretValue;
+
+/// A site's restic repository and the password that opens it.
+#[derive(Debug, Clone)]
+pub struct Restic {
+    pub repo: PathBuf,
+    password: Arc<SecretValue>,
+}
+
+/// A snapshot as `restic snapshots --json` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResticSnapshot {
+    pub id: String,
+    pub short_id: String,
+    pub time: String,
+    pub hostname: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// The summary line of `restic backup --json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct BackupSummary {
+    pub snapshot_id: String,
+    #[serde(default)]
+    pub data_added: u64,
+    #[serde(default)]
+    pub total_bytes_processed: u64,
+}
+
+/// A restic child whose stdin or stdout sov connects elsewhere.
+pub struct Running {
+    pub child: Child,
+    what: &'static str,
+}
+
+impl Running {
+    /// Waits for it; its stdout is the answer.
+    pub fn finish(self) -> Result<Output, BackupError> {
+        let what = self.what;
+        let out = self
+            .child
+            .wait_with_output()
+            .map_err(|e| BackupError::Restic {
+                what,
+                message: e.to_string(),
+            })?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(failed(what, &out))
+        }
+    }
+}
+
+impl Restic {
+    pub fn new(repo: PathBuf, password: SecretValue) -> Restic {
+        Restic {
+            repo,
+            password: Arc::new(password),
+        }
+    }
+
+    /// A restic command on this repository, with the password on a pipe the
+    /// child inherits. The pipe's read end must live until the child has
+    /// started: it is returned with the command.
+    fn command(&self, args: &[&str]) -> Result<(Command, OwnedFd), BackupError> {
+        let io = |e: rustix::io::Errno| BackupError::Restic {
+            what: "pass the password",
+            message: e.to_string(),
+        };
+        let (read, write) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io)?;
+        // A password longer than the pipe's buffer (64 KiB) would block here.
+        let mut writer = std::fs::File::from(write);
+        writer
+            .write_all(self.password.expose())
+            .map_err(|e| BackupError::Restic {
+                what: "pass the password",
+                message: e.to_string(),
+            })?;
+        drop(writer);
+        // Only the read end crosses exec.
+        rustix::io::fcntl_setfd(&read, rustix::io::FdFlags::empty()).map_err(io)?;
+        let mut cmd = Command::new("restic");
+        cmd.arg("--repo")
+            .arg(&self.repo)
+            .arg("--password-file")
+            .arg(format!("/dev/fd/{}", read.as_raw_fd()))
+            .arg("--no-cache")
+            .args(args)
+            .env_remove("RESTIC_PASSWORD")
+            .env_remove("RESTIC_PASSWORD_FILE")
+            .env_remove("RESTIC_PASSWORD_COMMAND")
+            .env_remove("RESTIC_REPOSITORY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Ok((cmd, read))
+    }
+
+    /// Runs restic to the end and returns its stdout.
+    pub fn run(&self, what: &'static str, args: &[&str]) -> Result<Vec<u8>, BackupError> {
+        let (mut cmd, pipe) = self.command(args)?;
+        let out = cmd.output().map_err(|e| spawn_error(what, e))?;
+        drop(pipe);
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(failed(what, &out))
+        }
+    }
+
+    /// Starts restic with its stdin (`Input`) or stdout (`Output`) handed
+    /// to the caller, to be joined to an SSH stream.
+    pub fn start(
+        &self,
+        what: &'static str,
+        args: &[&str],
+        end: End,
+    ) -> Result<(Running, OwnedFd), BackupError> {
+        let (mut cmd, pipe) = self.command(args)?;
+        if end == End::Input {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().map_err(|e| spawn_error(what, e))?;
+        drop(pipe);
+        let fd = match end {
+            End::Input => child.stdin.take().map(OwnedFd::from),
+            End::Output => child.stdout.take().map(OwnedFd::from),
+        }
+        .ok_or(BackupError::Restic {
+            what,
+            message: "no pipe to restic".into(),
+        })?;
+        Ok((Running { child, what }, fd))
+    }
+
+    /// Creates the repository unless it exists; then proves the password
+    /// opens it.
+    pub fn open_or_init(&self) -> Result<(), BackupError> {
+        if !self.repo.join("config").exists() {
+            if let Some(parent) = self.repo.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| BackupError::Io {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+            self.run("create the repository", &["init"])?;
+        }
+        self.run("open the repository", &["cat", "config"])
+            .map(|_| ())
+    }
+
+    pub fn snapshots(&self, site_tag: &str) -> Result<Vec<ResticSnapshot>, BackupError> {
+        let out = self.run(
+            "list snapshots",
+            &["snapshots", "--json", "--tag", site_tag],
+        )?;
+        serde_json::from_slice(&out).map_err(|e| BackupError::Restic {
+            what: "list snapshots",
+            message: format!("unexpected output: {e}"),
+        })
+    }
+}
+
+/// Which end of restic sov connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// sov feeds restic's stdin (`backup --stdin`).
+    Input,
+    /// sov takes restic's stdout (`dump`).
+    Output,
+}
+
+/// Whether restic can be run at all.
+pub fn available() -> Result<(), BackupError> {
+    Command::new("restic")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|_| ())
+        .map_err(|e| spawn_error("run", e))
+}
+
+/// The summary of `restic backup --json`: its last line.
+pub fn summary(stdout: &[u8]) -> Option<BackupSummary> {
+    stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+        .filter(|v| v["message_type"] == "summary")
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .next_back()
+}
+
+fn spawn_error(what: &'static str, e: std::io::Error) -> BackupError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        BackupError::NoRestic
+    } else {
+        BackupError::Restic {
+            what,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn failed(what: &'static str, out: &Output) -> BackupError {
+    let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if said.contains("wrong password") {
+        return BackupError::WrongPassword;
+    }
+    BackupError::Restic {
+        what,
+        message: if said.is_empty() {
+            format!("exit {}", out.status)
+        } else {
+            said
+        },
+    }
+}
+
+/// The repository of `site` under the state directory.
+pub fn repo_path(state: &Path, site: &str) -> PathBuf {
+    state.join("backups").join(site).join("repo")
+}
