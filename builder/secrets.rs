@@ -93,6 +93,20 @@ pub fn declared(
             d.hosts.push(host.name.to_string());
         }
     }
+    // The site's backup repository opens with a generated secret of its own.
+    let keeps_data = loaded.value.hosts.iter().any(|h| {
+        stack
+            .image(h.image.as_str())
+            .is_some_and(|i| i.data.is_some())
+    });
+    if keeps_data {
+        if let Ok(password) = HostName::try_from(crate::backup::PASSWORD_SECRET.to_string()) {
+            declared.entry(password).or_insert(Declared {
+                generate: true,
+                hosts: Vec::new(),
+            });
+        }
+    }
     Ok((name.clone(), declared))
 }
 

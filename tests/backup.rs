@@ -217,3 +217,219 @@ fn restore_puts_data_and_generation_back_together() {
     let backup_log = sh(&lab, host, "cat /var/lib/sov/backup.log");
     assert!(!backup_log.contains(POISON));
 }
+
+/// Kills the host's backup tar as soon as it runs, from a command in the
+/// background of the test.
+fn kill_tar_when_it_runs(lab: &Lab, host: &Host) -> std::process::Child {
+    let script = "for i in $(seq 1 600); do for p in /proc/[0-9]*; do if tr '\\0' ' ' <$p/cmdline 2>/dev/null | grep -q '^tar -c -f - --sort=name'; then kill -9 ${p#/proc/}; exit 0; fi; done; sleep 0.05; done; exit 1";
+    lab.ssh_command(host)
+        .arg("--")
+        .arg(common::hosts::shell_join(&["sh", "-c", script]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_failed_backup_switches_nothing_and_restarts_services() {
+    let Some(lab) = Lab::start(2) else { return };
+    let stack = setup(&lab);
+    let host = &lab.hosts[1];
+    write_data(&lab, host, "one");
+    // Enough data that the stream is still running when it is cut.
+    sh(&lab, host, "head -c 200000000 /dev/urandom >/srv/app/big");
+    deploy_ok(&stack);
+
+    // The stream dies halfway: the host's tar is killed.
+    next_generation(&stack, 2);
+    sh(&lab, host, "rm -f /var/log/app-services");
+    let mut killer = kill_tar_when_it_runs(&lab, host);
+    let out = stack.deploy(&[]);
+    assert!(
+        killer.wait().unwrap().success(),
+        "the backup's tar never ran"
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("backup failed, nothing was switched"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(current(host), Some(1));
+    assert_eq!(sh(&lab, host, "cat /var/log/app-services"), "stop\nstart\n");
+    assert_eq!(
+        backups(&stack).as_array().unwrap().len(),
+        0,
+        "no partial snapshot is kept"
+    );
+    let out = stack.sov(&["backup", "verify", "lab"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The repository's disk fills up.
+    let repo_dir = stack.root().join(".sov/backups/lab/repo");
+    let filled = stack.root().join(".sov/backups/lab/repo/data/fill");
+    let mount = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "sovtest-full"])
+        .arg(repo_dir.join("data"))
+        .status()
+        .unwrap();
+    assert!(mount.success());
+    // The tmpfs hides the pack folders restic made: copy them back in.
+    let _ = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "for i in $(seq 0 255); do mkdir -p {0}/$(printf %02x $i); done; head -c 60000000 /dev/zero >{1}",
+            repo_dir.join("data").display(),
+            filled.display()
+        ))
+        .status();
+    sh(&lab, host, "rm -f /var/log/app-services");
+    let out = stack.deploy(&[]);
+    let unmount = || {
+        std::process::Command::new("umount")
+            .arg(repo_dir.join("data"))
+            .status()
+            .unwrap()
+    };
+    if out.status.code() != Some(1) {
+        unmount();
+        panic!("a full repository must fail the deploy: {}", stderr(&out));
+    }
+    assert!(stderr(&out).contains("backup failed"), "{}", stderr(&out));
+    assert_eq!(current(host), Some(1));
+    assert_eq!(sh(&lab, host, "cat /var/log/app-services"), "stop\nstart\n");
+    assert!(unmount().success());
+    let out = stack.sov(&["backup", "verify", "lab"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_wiped_host_comes_back_with_restore() {
+    let Some(lab) = Lab::start(2) else { return };
+    let stack = setup(&lab);
+    let host = &lab.hosts[1];
+    let identity = stack.identity.to_str().unwrap().to_string();
+    write_data(&lab, host, "one");
+    deploy_ok(&stack);
+    next_generation(&stack, 2);
+    deploy_ok(&stack);
+    let at_two = listing(&lab, host);
+    let out = stack.sov(&["backup", "lab", "--identity", &identity]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ids: Vec<String> = backups(&stack)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["short_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2);
+
+    // Later generations, then a gc that keeps one: the generations of kept
+    // backups stay.
+    for n in 3..6 {
+        next_generation(&stack, n);
+    }
+    let out = stack.sov(&["gc", "--keep", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let generations = stack.root().join(".sov/sites/lab/generations");
+    for kept in ["1", "2", "5"] {
+        assert!(
+            generations.join(kept).exists(),
+            "gc removed generation {kept}"
+        );
+    }
+    assert!(!generations.join("3").exists());
+
+    // Errors that touch nothing: an unknown id, a missing restic, a wrong password.
+    let out = stack.sov(&[
+        "restore",
+        "lab",
+        "--backup",
+        "0badc0de",
+        "--identity",
+        &identity,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no backup `0badc0de` in site lab"),
+        "{}",
+        stderr(&out)
+    );
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["ssh", "age", "age-keygen"] {
+        std::os::unix::fs::symlink(format!("/usr/bin/{tool}"), bin.path().join(tool)).unwrap();
+    }
+    let out = stack
+        .command(&["restore", "lab", "--identity", &identity])
+        .env("PATH", bin.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("restic is needed"),
+        "{}",
+        stderr(&out)
+    );
+    let password = stack.root().join(".sov/secrets/lab/backup-password.age");
+    let saved = fs::read(&password).unwrap();
+    let mut child = stack
+        .command(&["secret", "set", "lab", "backup-password"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"not-the-password")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let out = stack.sov(&["restore", "lab", "--identity", &identity]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("password is wrong"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(&password, saved).unwrap();
+    assert_eq!(current(host), Some(2));
+    assert_eq!(listing(&lab, host), at_two);
+
+    // Wipe the host: sov's state, its data and its secrets are gone.
+    sh(&lab, host, "rm -rf /var/lib/sov /srv/app /run/sov");
+    let out = stack.sov(&["restore", "lab", "--identity", &identity, "--json"]);
+    assert!(out.status.success(), "restore: {}", stderr(&out));
+    let restored: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(restored["backups"][0]["short_id"], ids[1].as_str());
+    assert_eq!(current(host), Some(2));
+    assert_eq!(listing(&lab, host), at_two);
+    // Health checks ran on the host as part of the switch; confirm them again.
+    let health = sh(
+        &lab,
+        host,
+        "SOV_MANIFEST=/var/lib/sov/current sh /var/lib/sov/store/$(sed -n 's/^  \"activate\": \"\\(.*\\)\",$/\\1/p' /var/lib/sov/current) check 2>&1",
+    );
+    assert!(health.contains("healthy"), "{health}");
+    assert_eq!(sh(&lab, host, "cat /run/sov/secrets/app-token"), POISON);
+
+    // A generation the store has lost is refused before anything is touched.
+    fs::remove_file(generations.join("1")).unwrap();
+    let out = stack.sov(&[
+        "restore",
+        "lab",
+        "--backup",
+        &ids[0],
+        "--identity",
+        &identity,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no longer has: nothing was touched"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(current(host), Some(2));
+}

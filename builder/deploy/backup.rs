@@ -51,10 +51,11 @@ pub async fn back_up(
             STREAM_TIMEOUT,
         )
         .await;
-    let mut running = running;
     if streamed.is_err() {
-        // restic must not keep a truncated stream as a snapshot.
-        let _ = running.child.kill();
+        // restic must not keep a truncated stream as a snapshot: interrupted,
+        // it stops without saving one and removes its lock.
+        let pid = rustix::process::Pid::from_child(&running.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
     }
     let finished = tokio::task::spawn_blocking(move || running.finish())
         .await
