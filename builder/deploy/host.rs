@@ -72,19 +72,20 @@ fn agent_argv<'a>(command: &'a str, root: &'a str, args: &[&'a str]) -> Vec<&'a 
 }
 
 /// The host's answer to `state`.
-struct HostState {
-    current: Option<u64>,
+pub(super) struct HostState {
+    pub(super) current: Option<u64>,
     /// The host manifest object of the current generation.
-    manifest: Option<String>,
+    pub(super) manifest: Option<String>,
     objects: BTreeSet<String>,
     /// `confirmed/<current>` exists: the current generation passed its
     /// checks and was confirmed over a new connection.
-    confirmed: bool,
+    pub(super) confirmed: bool,
     /// An unconfirmed switch: (generation, the generation before it).
     pending: Option<(u64, Option<u64>)>,
 }
 
-async fn state(conn: &Connection) -> Result<HostState, SshError> {
+/// Reads, without writing anything, what the host runs and holds.
+pub(super) async fn state(conn: &Connection) -> Result<HostState, SshError> {
     let root = conn.target.root.as_str();
     let out = conn
         .run(

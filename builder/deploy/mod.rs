@@ -2,6 +2,7 @@
 //! generation, in parallel with a bound, all or nothing.
 
 mod host;
+pub mod live;
 pub mod ssh;
 
 use std::collections::BTreeSet;
@@ -178,27 +179,12 @@ pub fn deploy(
         }
     }
 
-    let run_dir = state.join("run").join(std::process::id().to_string());
-    let io = |source| DeployError::Io {
-        path: run_dir.clone(),
-        source,
-    };
-    std::fs::create_dir_all(&run_dir).map_err(io)?;
     let targets: Vec<Target> = work.iter().map(|(t, _)| t.clone()).collect();
-    ssh::write_known_hosts(&run_dir.join("known_hosts"), &targets).map_err(io)?;
-    let client = Client {
-        known_hosts: run_dir.join("known_hosts"),
-        identity: options.identity.clone(),
-        control_dir: run_dir.clone(),
-        connect_timeout: Duration::from_secs(10),
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(io)?;
-    let hosts = runtime.block_on(run(client, store, work, options));
-    let _ = std::fs::remove_dir_all(&run_dir);
+    let dir = RunDir::create(state, &targets, options.identity.clone())?;
+    let hosts = dir
+        .runtime
+        .block_on(run(dir.client.clone(), store, work, options));
+    drop(dir);
     let ok = hosts.iter().all(|h| {
         !matches!(
             h.outcome,
@@ -211,6 +197,53 @@ pub fn deploy(
         ok,
         hosts,
     })
+}
+
+/// What talking to a site's hosts needs: a private folder under
+/// `<state>/run/<pid>` with the known_hosts made from the pinned keys and the
+/// SSH control sockets (removed when dropped), the client, and a runtime.
+struct RunDir {
+    path: PathBuf,
+    client: Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl RunDir {
+    fn create(
+        state: &Path,
+        targets: &[Target],
+        identity: Option<PathBuf>,
+    ) -> Result<RunDir, DeployError> {
+        let path = state.join("run").join(std::process::id().to_string());
+        let io = |source| DeployError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&path).map_err(io)?;
+        ssh::write_known_hosts(&path.join("known_hosts"), targets).map_err(io)?;
+        let client = Client {
+            known_hosts: path.join("known_hosts"),
+            identity,
+            control_dir: path.clone(),
+            connect_timeout: Duration::from_secs(10),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(io)?;
+        Ok(RunDir {
+            path,
+            client,
+            runtime,
+        })
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 fn pick(
