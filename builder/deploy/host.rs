@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::progress::Progress;
 use super::ssh::{Client, Connection, SshError, Target};
 use super::AGENT;
 use crate::pack::{self, Entry};
@@ -189,6 +190,7 @@ pub struct Job<'a> {
     pub confirm_timeout: Duration,
     /// Who holds the host lock, as the refusal of a second deploy names it.
     pub owner: &'a str,
+    pub progress: &'a Progress,
 }
 
 pub async fn deploy(job: Job<'_>, conn: Connection) -> (HostReport, Option<Switched>) {
@@ -227,6 +229,7 @@ async fn steps(
     let lock = if job.mode == super::Mode::DryRun {
         None
     } else {
+        job.progress.step(&target.host, "take the host lock");
         let held = conn
             .hold(
                 "take the host lock",
@@ -267,6 +270,7 @@ async fn switch(
         ..
     } = job;
     let root = target.root.as_str();
+    job.progress.step(&target.host, "read the host's state");
     let host_state = state(conn).await.map_err(|e| e.to_string())?;
     report.from = host_state.current;
     let missing: Vec<&ObjectName> = goal
@@ -294,6 +298,7 @@ async fn switch(
     let manifest = goal.manifest.to_string();
     if host_state.manifest.as_deref() == Some(manifest.as_str()) {
         // Same artifacts under a new number: nothing to activate.
+        job.progress.step(&target.host, "record the generation");
         conn.run(
             "record the generation",
             &agent_argv("relabel", root, &[&generation, &manifest]),
@@ -308,11 +313,14 @@ async fn switch(
         }));
     }
     if !stream.is_empty() {
-        conn.run(
+        job.progress.step(&target.host, "receive objects");
+        let total = stream.len() as u64;
+        conn.run_reporting(
             "receive objects",
             &agent_argv("receive", root, &[]),
             &stream,
             STEP_TIMEOUT,
+            &|sent| job.progress.sent(&target.host, sent, total),
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -329,6 +337,7 @@ async fn switch(
         }
         _ => host_state.current,
     };
+    job.progress.step(&target.host, "switch and activate");
     let switched = conn
         .run(
             "switch and activate",
@@ -343,6 +352,8 @@ async fn switch(
     }
     // A new connection, not a channel of the old one: it must get through
     // whatever the new generation's firewall allows.
+    job.progress
+        .step(&target.host, "confirm over a new connection");
     let confirmed = async {
         let fresh = client.connect(target).await?;
         let out = fresh
@@ -370,6 +381,7 @@ async fn switch(
     report.outcome = Outcome::Switched;
     // Best effort: a host that keeps too much is not a failed deploy.
     let keep = HOST_KEEP.to_string();
+    job.progress.step(&target.host, "collect old generations");
     if let Err(e) = conn
         .run(
             "collect old generations",
@@ -379,7 +391,7 @@ async fn switch(
         )
         .await
     {
-        eprintln!("{}: warning: {e}", target.host);
+        job.progress.note(&format!("{}: warning: {e}", target.host));
     }
     Ok(Some(Switched { previous }))
 }

@@ -3,6 +3,7 @@
 
 mod host;
 pub mod live;
+pub mod progress;
 pub mod ssh;
 
 use std::collections::BTreeSet;
@@ -18,6 +19,7 @@ use crate::build::{Generation, Profile};
 use crate::model::{Diagnostics, SiteName, Stack};
 use crate::store::{Digest, ObjectName, StateLock, Store, StoreError};
 pub use host::{HostReport, Outcome};
+use progress::Progress;
 use ssh::{Client, Target};
 
 /// The host side of a deploy, sent inline and kept in each host's store.
@@ -181,9 +183,11 @@ pub fn deploy(
 
     let targets: Vec<Target> = work.iter().map(|(t, _)| t.clone()).collect();
     let dir = RunDir::create(state, &targets, options.identity.clone())?;
+    let names: Vec<String> = targets.iter().map(|t| t.host.clone()).collect();
+    let progress = Arc::new(Progress::stderr(&names));
     let hosts = dir
         .runtime
-        .block_on(run(dir.client.clone(), store, work, options));
+        .block_on(run(dir.client.clone(), store, work, options, progress));
     drop(dir);
     let ok = hosts.iter().all(|h| {
         !matches!(
@@ -302,6 +306,7 @@ async fn run(
     store: Store,
     work: Vec<(Target, host::Goal)>,
     options: &Options,
+    progress: Arc<Progress>,
 ) -> Vec<HostReport> {
     let order: Vec<String> = work.iter().map(|(t, _)| t.host.clone()).collect();
     let client = Arc::new(client);
@@ -315,9 +320,10 @@ async fn run(
     // deploy with nothing sent anywhere.
     let mut checks = Vec::new();
     for (target, goal) in work.clone() {
-        let (client, jobs) = (client.clone(), jobs.clone());
+        let (client, jobs, progress) = (client.clone(), jobs.clone(), progress.clone());
         checks.push(tokio::spawn(async move {
             let _permit = jobs.acquire_owned().await.ok();
+            progress.step(&target.host, "check");
             host::preflight(&client, &target, &goal).await
         }));
     }
@@ -332,6 +338,7 @@ async fn run(
                 report.outcome = Outcome::UpToDate;
                 report.from = current;
                 report.error = None;
+                progress.done(&target.host, &describe(&report));
                 results.push((report, None));
             }
             Ok((host::Preflight::Needed, conn)) => {
@@ -341,6 +348,7 @@ async fn run(
                 let mut report = skipped(target, goal);
                 report.outcome = Outcome::Failed;
                 report.error = Some(e);
+                progress.done(&target.host, "FAILED");
                 refused.push(target.host.clone());
                 results.push((report, None));
             }
@@ -354,6 +362,7 @@ async fn run(
                 "not attempted: {} failed the check before the deploy",
                 refused.join(", ")
             ));
+            progress.done(&target.host, "not attempted");
             results.push((report, None));
         }
         return in_order(results, &order);
@@ -365,12 +374,13 @@ async fn run(
         .collect();
     let mut tasks = Vec::new();
     for (target, goal, conn) in pending {
-        let (client, store, jobs, failed, owner) = (
+        let (client, store, jobs, failed, owner, progress) = (
             client.clone(),
             store.clone(),
             jobs.clone(),
             failed.clone(),
             owner.clone(),
+            progress.clone(),
         );
         let options = options.clone();
         tasks.push(tokio::spawn(async move {
@@ -378,9 +388,13 @@ async fn run(
             if options.on_failure == OnFailure::RollBackAll
                 && failed.load(std::sync::atomic::Ordering::SeqCst)
             {
+                progress.done(&target.host, "not attempted");
                 return (skipped(&target, &goal), None);
             }
-            eprintln!("{}: deploying generation {}", target.host, goal.generation);
+            progress.step(
+                &target.host,
+                &format!("deploying generation {}", goal.generation),
+            );
             let job = host::Job {
                 client: &client,
                 store: &store,
@@ -389,8 +403,14 @@ async fn run(
                 mode: options.mode,
                 confirm_timeout: options.confirm_timeout,
                 owner: &owner,
+                progress: &progress,
             };
             let (report, switched) = host::deploy(job, conn).await;
+            let outcome = match report.outcome {
+                Outcome::Failed => "FAILED".to_string(),
+                _ => describe(&report),
+            };
+            progress.done(&target.host, &outcome);
             if matches!(report.outcome, Outcome::Failed) {
                 failed.store(true, std::sync::atomic::Ordering::SeqCst);
             }
@@ -409,13 +429,14 @@ async fn run(
     if any_failed && options.on_failure == OnFailure::RollBackAll {
         for ((report, switched), (target, goal)) in results[first..].iter_mut().zip(&work) {
             if let Some(s) = switched {
-                eprintln!(
-                    "{}: rolling back to generation {}",
-                    target.host,
-                    s.previous.map_or("none".into(), |p| p.to_string())
+                let previous = s.previous.map_or("none".into(), |p| p.to_string());
+                progress.step(
+                    &target.host,
+                    &format!("rolling back to generation {previous}"),
                 );
                 host::roll_back(&client, None, target, goal.generation, s.previous).await;
                 report.outcome = Outcome::RolledBack;
+                progress.done(&target.host, &describe(report));
             }
         }
     }
