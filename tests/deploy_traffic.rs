@@ -267,10 +267,10 @@ fn assert_answered(flow: &Flow, expected: &str, context: &str) {
     }
 }
 
-fn assert_dropped(flow: &Flow, context: &str) {
+fn assert_no_answer(flow: &Flow, context: &str) {
     if let Ok(got) = send(flow) {
         panic!(
-            "{} ({} -> {}:{}) must be dropped, but {got:?} answered\n{context}",
+            "{} ({} -> {}:{}) must get no answer, but {got:?} answered\n{context}",
             flow.what, flow.src, flow.dst, flow.port
         );
     }
@@ -412,7 +412,7 @@ fn deployed_site_routes_filters_serves_dns_and_runs_compose() {
         port: FORWARDED,
     };
     // Control: before the deploy nothing on the WAN address leads to the app.
-    assert_dropped(&forward, "before the deploy, with no ruleset loaded");
+    assert_no_answer(&forward, "before the deploy, with no ruleset loaded");
 
     let out = stack.deploy(&[]);
     assert!(out.status.success(), "deploy: {}", stderr(&out));
@@ -451,7 +451,7 @@ fn deployed_site_routes_filters_serves_dns_and_runs_compose() {
         dst: APP,
         port: PRIVATE_PORT,
     };
-    assert_dropped(&office_to_private, &context);
+    assert_no_answer(&office_to_private, &context);
     // Control: the private port answers on its own segment (here from the
     // firewall host itself), so the drop above is the forward rule's doing.
     let private_on_segment = Flow {
@@ -469,7 +469,7 @@ fn deployed_site_routes_filters_serves_dns_and_runs_compose() {
         dst: APP,
         port: APP_PORT,
     };
-    assert_dropped(&wan_to_app, &context);
+    assert_no_answer(&wan_to_app, &context);
 
     // The DNS host serves the internal zone and its reverse zone.
     dig_answers(&lab, ns, &["app.lab.example.internal", "A"], APP);
