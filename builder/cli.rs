@@ -67,8 +67,19 @@ pub enum Command {
         #[arg(long)]
         to: Option<u64>,
     },
-    /// List a site's generations.
-    Generations { site: String },
+    /// List a site's generations and which hosts run each one now (asked over SSH, read-only).
+    Generations {
+        site: String,
+        /// Hosts asked at once.
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        /// The SSH private key to log in with.
+        #[arg(long)]
+        identity: Option<PathBuf>,
+        /// Print the result as JSON (see the README for the schema).
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect the store.
     Store {
         #[command(subcommand)]
@@ -277,7 +288,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 age_identity,
             )
         }
-        Command::Generations { site } => generations(&state, &site),
+        Command::Generations {
+            site,
+            jobs,
+            identity,
+            json,
+        } => generations(&paths, &site, identity, jobs, json),
         Command::Diff { site, from, to } => diff(&state, &site, from, to),
         Command::Keyscan { site } => keyscan(&root, &site),
         Command::Store {
@@ -578,28 +594,71 @@ fn deploy_command(
     })
 }
 
-fn generations(state: &Path, site: &str) -> Result<(), CliError> {
-    let name = crate::model::SiteName::try_from(site.to_string())
-        .map_err(|_| deploy::DeployError::UnknownSite(site.to_string()))?;
-    let profile = build::Profile::open(state, &name);
-    let current = profile.current()?.map(|r| r.generation);
-    let records = profile.list()?;
-    if records.is_empty() {
-        return Err(
-            deploy::DeployError::NoGeneration(site.to_string(), "(none built)".into()).into(),
-        );
+fn generations(
+    paths: &Paths<'_>,
+    site: &str,
+    identity: Option<PathBuf>,
+    jobs: usize,
+    json: bool,
+) -> Result<(), CliError> {
+    let listing = deploy::live::generations(paths.root, paths.state, site, identity, jobs)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &listing).map_err(|e| CliError::Output(e.into()))?;
+        writeln!(out).map_err(CliError::Output)?;
+    } else {
+        print_generations(&mut out, &listing).map_err(CliError::Output)?;
     }
-    for r in records {
-        let when = r
-            .recorded
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or("?".to_string(), |d| utc(d.as_secs()));
-        let mark = if Some(r.generation) == current {
-            "  (current)"
-        } else {
-            ""
-        };
-        println!("{:>4}  {when}  {}{mark}", r.generation, r.manifest.digest());
+    Ok(())
+}
+
+/// One line per generation (number, time, manifest hash, current, the
+/// hosts running it), then one per host that runs none of them.
+fn print_generations(out: &mut impl Write, listing: &deploy::live::Listing) -> std::io::Result<()> {
+    use deploy::live::LiveState;
+    for g in &listing.generations {
+        let when = g.recorded.map_or("?".to_string(), utc);
+        write!(out, "{:>4}  {when}  {}", g.generation, g.manifest)?;
+        if g.current {
+            write!(out, "  (current)")?;
+        }
+        if !g.live.is_empty() {
+            let hosts: Vec<String> = g
+                .live
+                .iter()
+                .map(|name| {
+                    let unconfirmed = listing
+                        .hosts
+                        .iter()
+                        .any(|h| &h.host == name && h.state == LiveState::Unconfirmed);
+                    if unconfirmed {
+                        format!("{name} (unconfirmed)")
+                    } else {
+                        name.clone()
+                    }
+                })
+                .collect();
+            write!(out, "  live: {}", hosts.join(", "))?;
+        }
+        writeln!(out)?;
+    }
+    for h in &listing.hosts {
+        let n = h.generation.map_or("?".to_string(), |n| n.to_string());
+        match h.state {
+            LiveState::Live | LiveState::Unconfirmed => {}
+            LiveState::Unknown => writeln!(
+                out,
+                "{}: runs generation {n}, which is not this site's generation {n} here",
+                h.host
+            )?,
+            LiveState::None => writeln!(out, "{}: no generation deployed", h.host)?,
+            LiveState::Unreachable => {
+                let error = h.error.as_deref().unwrap_or("");
+                let prefix = format!("{}: ", h.host);
+                let why = error.strip_prefix(&prefix).unwrap_or(error);
+                writeln!(out, "{}: unreachable: {why}", h.host)?
+            }
+        }
     }
     Ok(())
 }

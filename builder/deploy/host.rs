@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::backup;
+use super::progress::Progress;
 use super::secrets::{self, Delivery};
 use super::ssh::{Client, Connection, SshError, Target};
 use super::AGENT;
@@ -81,21 +82,22 @@ pub(super) fn agent_argv<'a>(command: &'a str, root: &'a str, args: &[&'a str]) 
 }
 
 /// The host's answer to `state`.
-struct HostState {
-    current: Option<u64>,
+pub(super) struct HostState {
+    pub(super) current: Option<u64>,
     /// The host manifest object of the current generation.
-    manifest: Option<String>,
+    pub(super) manifest: Option<String>,
     objects: BTreeSet<String>,
     /// `confirmed/<current>` exists: the current generation passed its
     /// checks and was confirmed over a new connection.
-    confirmed: bool,
+    pub(super) confirmed: bool,
     /// An unconfirmed switch: (generation, the generation before it).
     pending: Option<(u64, Option<u64>)>,
     /// The secrets it holds: name to blake3 of the value.
     secrets: BTreeMap<String, String>,
 }
 
-async fn state(conn: &Connection) -> Result<HostState, SshError> {
+/// Reads, without writing anything, what the host runs and holds.
+pub(super) async fn state(conn: &Connection) -> Result<HostState, SshError> {
     let root = conn.target.root.as_str();
     let out = conn
         .run(
@@ -212,6 +214,7 @@ pub struct Job<'a> {
     pub owner: &'a str,
     /// Where to back up the host's data before switching it, if anywhere.
     pub backup: Option<BackupRun<'a>>,
+    pub progress: &'a Progress,
 }
 
 /// The repository a deploy backs up into, and the deploy's name in the tags.
@@ -258,6 +261,7 @@ async fn steps(
     let lock = if job.mode == super::Mode::DryRun {
         None
     } else {
+        job.progress.step(&target.host, "take the host lock");
         let held = conn
             .hold(
                 "take the host lock",
@@ -298,6 +302,7 @@ async fn switch(
         ..
     } = job;
     let root = target.root.as_str();
+    job.progress.step(&target.host, "read the host's state");
     let host_state = state(conn).await.map_err(|e| e.to_string())?;
     report.from = host_state.current;
     let missing: Vec<&ObjectName> = goal
@@ -330,6 +335,7 @@ async fn switch(
     let manifest = goal.manifest.to_string();
     if host_state.manifest.as_deref() == Some(manifest.as_str()) && !secrets_stale {
         // Same artifacts under a new number: nothing to activate.
+        job.progress.step(&target.host, "record the generation");
         conn.run(
             "record the generation",
             &agent_argv("relabel", root, &[&generation, &manifest]),
@@ -344,11 +350,14 @@ async fn switch(
         }));
     }
     if !stream.is_empty() {
-        conn.run(
+        job.progress.step(&target.host, "receive objects");
+        let total = stream.len() as u64;
+        conn.run_reporting(
             "receive objects",
             &agent_argv("receive", root, &[]),
             &stream,
             STEP_TIMEOUT,
+            &|sent| job.progress.sent(&target.host, sent, total),
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -372,6 +381,7 @@ async fn switch(
         }
         _ => host_state.current,
     };
+    job.progress.step(&target.host, "switch and activate");
     let switched = conn
         .run(
             "switch and activate",
@@ -386,6 +396,8 @@ async fn switch(
     }
     // A new connection, not a channel of the old one: it must get through
     // whatever the new generation's firewall allows.
+    job.progress
+        .step(&target.host, "confirm over a new connection");
     let confirmed = async {
         let fresh = client.connect(target).await?;
         let out = fresh
@@ -413,6 +425,7 @@ async fn switch(
     report.outcome = Outcome::Switched;
     // Best effort: a host that keeps too much is not a failed deploy.
     let keep = HOST_KEEP.to_string();
+    job.progress.step(&target.host, "collect old generations");
     if let Err(e) = conn
         .run(
             "collect old generations",
@@ -422,7 +435,7 @@ async fn switch(
         )
         .await
     {
-        eprintln!("{}: warning: {e}", target.host);
+        job.progress.note(&format!("{}: warning: {e}", target.host));
     }
     Ok(Some(Switched { previous }))
 }

@@ -3,6 +3,8 @@
 
 mod backup;
 mod host;
+pub mod live;
+pub mod progress;
 pub mod recover;
 mod secrets;
 pub mod ssh;
@@ -22,6 +24,7 @@ use crate::model::{Diagnostics, SiteName, Stack};
 use crate::secrets::{SecretError, Vault};
 use crate::store::{Digest, ObjectName, StateLock, Store, StoreError};
 pub use host::{HostReport, Outcome};
+use progress::Progress;
 use ssh::{Client, Target};
 
 /// The host side of a deploy, sent inline and kept in each host's store.
@@ -223,30 +226,22 @@ pub fn deploy(
             None
         };
 
-    let run_dir = state.join("run").join(std::process::id().to_string());
-    let io = |source| DeployError::Io {
-        path: run_dir.clone(),
-        source,
-    };
-    std::fs::create_dir_all(&run_dir).map_err(io)?;
     let targets: Vec<Target> = work.iter().map(|(t, _)| t.clone()).collect();
-    ssh::write_known_hosts(&run_dir.join("known_hosts"), &targets).map_err(io)?;
-    let client = Client {
-        known_hosts: run_dir.join("known_hosts"),
-        identity: options.identity.clone(),
-        control_dir: run_dir.clone(),
-        connect_timeout: Duration::from_secs(10),
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(io)?;
+    let dir = RunDir::create(state, &targets, options.identity.clone())?;
+    let names: Vec<String> = targets.iter().map(|t| t.host.clone()).collect();
+    let progress = Arc::new(Progress::stderr(&names));
     let backups = repo
         .clone()
         .map(|repo| (repo, crate::backup::run_name("deploy")));
-    let hosts = runtime.block_on(run(client, store, work, backups, options));
-    let _ = std::fs::remove_dir_all(&run_dir);
+    let hosts = dir.runtime.block_on(run(
+        dir.client.clone(),
+        store,
+        work,
+        backups,
+        options,
+        progress,
+    ));
+    drop(dir);
     if let Some(repo) = repo.filter(|_| hosts.iter().any(|h| h.backup.is_some())) {
         if let Err(e) = repo.forget(&stack.settings.value.backups) {
             eprintln!("warning: backups of site {site}: {e}");
@@ -264,6 +259,53 @@ pub fn deploy(
         ok,
         hosts,
     })
+}
+
+/// What talking to a site's hosts needs: a private folder under
+/// `<state>/run/<pid>` with the known_hosts made from the pinned keys and the
+/// SSH control sockets (removed when dropped), the client, and a runtime.
+struct RunDir {
+    path: PathBuf,
+    client: Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl RunDir {
+    fn create(
+        state: &Path,
+        targets: &[Target],
+        identity: Option<PathBuf>,
+    ) -> Result<RunDir, DeployError> {
+        let path = state.join("run").join(std::process::id().to_string());
+        let io = |source| DeployError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&path).map_err(io)?;
+        ssh::write_known_hosts(&path.join("known_hosts"), targets).map_err(io)?;
+        let client = Client {
+            known_hosts: path.join("known_hosts"),
+            identity,
+            control_dir: path.clone(),
+            connect_timeout: Duration::from_secs(10),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(io)?;
+        Ok(RunDir {
+            path,
+            client,
+            runtime,
+        })
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 fn pick(
@@ -323,6 +365,7 @@ async fn run(
     work: Vec<(Target, host::Goal)>,
     backups: Option<(Arc<Repository>, String)>,
     options: &Options,
+    progress: Arc<Progress>,
 ) -> Vec<HostReport> {
     let order: Vec<String> = work.iter().map(|(t, _)| t.host.clone()).collect();
     let client = Arc::new(client);
@@ -336,9 +379,10 @@ async fn run(
     // deploy with nothing sent anywhere.
     let mut checks = Vec::new();
     for (target, goal) in work.clone() {
-        let (client, jobs) = (client.clone(), jobs.clone());
+        let (client, jobs, progress) = (client.clone(), jobs.clone(), progress.clone());
         checks.push(tokio::spawn(async move {
             let _permit = jobs.acquire_owned().await.ok();
+            progress.step(&target.host, "check");
             host::preflight(&client, &target, &goal).await
         }));
     }
@@ -353,6 +397,7 @@ async fn run(
                 report.outcome = Outcome::UpToDate;
                 report.from = current;
                 report.error = None;
+                progress.done(&target.host, &describe(&report));
                 results.push((report, None));
             }
             Ok((host::Preflight::Needed, conn)) => {
@@ -362,6 +407,7 @@ async fn run(
                 let mut report = skipped(target, goal);
                 report.outcome = Outcome::Failed;
                 report.error = Some(e);
+                progress.done(&target.host, "FAILED");
                 refused.push(target.host.clone());
                 results.push((report, None));
             }
@@ -375,6 +421,7 @@ async fn run(
                 "not attempted: {} failed the check before the deploy",
                 refused.join(", ")
             ));
+            progress.done(&target.host, "not attempted");
             results.push((report, None));
         }
         return in_order(results, &order);
@@ -386,12 +433,13 @@ async fn run(
         .collect();
     let mut tasks = Vec::new();
     for (target, goal, conn) in pending {
-        let (client, store, jobs, failed, owner) = (
+        let (client, store, jobs, failed, owner, progress) = (
             client.clone(),
             store.clone(),
             jobs.clone(),
             failed.clone(),
             owner.clone(),
+            progress.clone(),
         );
         let options = options.clone();
         let backups = backups.clone();
@@ -400,9 +448,13 @@ async fn run(
             if options.on_failure == OnFailure::RollBackAll
                 && failed.load(std::sync::atomic::Ordering::SeqCst)
             {
+                progress.done(&target.host, "not attempted");
                 return (skipped(&target, &goal), None);
             }
-            eprintln!("{}: deploying generation {}", target.host, goal.generation);
+            progress.step(
+                &target.host,
+                &format!("deploying generation {}", goal.generation),
+            );
             let job = host::Job {
                 client: &client,
                 store: &store,
@@ -414,8 +466,14 @@ async fn run(
                 backup: backups
                     .as_ref()
                     .map(|(repo, deploy)| host::BackupRun { repo, deploy }),
+                progress: &progress,
             };
             let (report, switched) = host::deploy(job, conn).await;
+            let outcome = match report.outcome {
+                Outcome::Failed => "FAILED".to_string(),
+                _ => describe(&report),
+            };
+            progress.done(&target.host, &outcome);
             if matches!(report.outcome, Outcome::Failed) {
                 failed.store(true, std::sync::atomic::Ordering::SeqCst);
             }
@@ -434,13 +492,14 @@ async fn run(
     if any_failed && options.on_failure == OnFailure::RollBackAll {
         for ((report, switched), (target, goal)) in results[first..].iter_mut().zip(&work) {
             if let Some(s) = switched {
-                eprintln!(
-                    "{}: rolling back to generation {}",
-                    target.host,
-                    s.previous.map_or("none".into(), |p| p.to_string())
+                let previous = s.previous.map_or("none".into(), |p| p.to_string());
+                progress.step(
+                    &target.host,
+                    &format!("rolling back to generation {previous}"),
                 );
                 host::roll_back(&client, None, target, goal.generation, s.previous).await;
                 report.outcome = Outcome::RolledBack;
+                progress.done(&target.host, &describe(report));
             }
         }
     }

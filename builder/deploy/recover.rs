@@ -7,12 +7,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 
-use super::ssh::{self, Client, Target};
-use super::{backup, host, target, DeployError, Options, Report, Which};
+use super::ssh::Target;
+use super::{backup, host, target, DeployError, Options, Report, RunDir, Which};
 use crate::backup::{Backup, BackupError, Repository};
 use crate::build::gc::{closure, read_json};
 use crate::build::manifest::{HostManifest, SiteManifest};
@@ -67,34 +66,6 @@ fn open(root: &Path, state: &Path, site: &str, options: &Options) -> Result<Site
     })
 }
 
-/// Connections for `targets`, in `state/run/<pid>` (removed by the caller).
-fn client(state: &Path, targets: &[Target], options: &Options) -> Result<Client, DeployError> {
-    let run_dir = state.join("run").join(std::process::id().to_string());
-    let io = |source| DeployError::Io {
-        path: run_dir.clone(),
-        source,
-    };
-    std::fs::create_dir_all(&run_dir).map_err(io)?;
-    ssh::write_known_hosts(&run_dir.join("known_hosts"), targets).map_err(io)?;
-    Ok(Client {
-        known_hosts: run_dir.join("known_hosts"),
-        identity: options.identity.clone(),
-        control_dir: run_dir,
-        connect_timeout: Duration::from_secs(10),
-    })
-}
-
-fn runtime(state: &Path) -> Result<tokio::runtime::Runtime, DeployError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|source| DeployError::Io {
-            path: state.to_path_buf(),
-            source,
-        })
-}
-
 /// `sov backup SITE`: every host (or `options.hosts`) backs up what its
 /// current generation keeps, services stopped during its backup.
 pub fn backup_site(
@@ -123,13 +94,14 @@ pub fn backup_site(
     for wanted in &options.hosts {
         target(&stack, &name, wanted)?;
     }
-    let client = Arc::new(client(state, &targets, options)?);
+    let dir = RunDir::create(state, &targets, options.identity.clone())?;
+    let client = Arc::new(dir.client.clone());
     let repo = Arc::new(repo);
     let store = Arc::new(store);
     let run = crate::backup::run_name("backup");
     let owner = format!("sov backup (pid {})", std::process::id());
     let jobs = Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1)));
-    let results = runtime(state)?.block_on(async {
+    let results = dir.runtime.block_on(async {
         let mut tasks = Vec::new();
         for t in targets {
             let (client, repo, store, run, owner, jobs) = (
@@ -172,7 +144,7 @@ pub fn backup_site(
         }
         results
     });
-    let _ = std::fs::remove_dir_all(&client.control_dir);
+    drop(dir);
     if results.iter().any(|r| r.backup.is_some()) {
         if let Err(e) = repo.forget(&stack.settings.value.backups) {
             eprintln!("warning: backups of site {site}: {e}");
@@ -262,11 +234,13 @@ pub fn restore(
     }
 
     let targets: Vec<Target> = plan.iter().map(|(t, _, _)| t.clone()).collect();
-    let client = client(state, &targets, options)?;
     let owner = format!("sov restore (pid {})", std::process::id());
+    // The run directory goes before the deploys below, which make their own.
     let restored = {
         let _lock = StateLock::shared(state)?;
-        runtime(state)?.block_on(async {
+        let dir = RunDir::create(state, &targets, options.identity.clone())?;
+        let client = &dir.client;
+        dir.runtime.block_on(async {
             let mut results = Vec::new();
             for (t, b, paths) in &plan {
                 eprintln!(
@@ -276,7 +250,7 @@ pub fn restore(
                     b.tags.generation,
                     paths.join(", ")
                 );
-                let r = host::locked(&client, t, &owner, async |conn| {
+                let r = host::locked(client, t, &owner, async |conn| {
                     backup::restore(conn, &repo, b, paths).await
                 })
                 .await;
@@ -285,7 +259,6 @@ pub fn restore(
             results
         })
     };
-    let _ = std::fs::remove_dir_all(&client.control_dir);
 
     let mut failed: Vec<String> = restored
         .iter()

@@ -156,6 +156,20 @@ impl Connection {
         stdin: &[u8],
         timeout: Duration,
     ) -> Result<String, SshError> {
+        self.run_reporting(step, argv, stdin, timeout, &|_| {})
+            .await
+    }
+
+    /// Like `run`, telling `sent` how many bytes of `stdin` it has written
+    /// so far (for a progress bar).
+    pub async fn run_reporting(
+        &self,
+        step: &'static str,
+        argv: &[&str],
+        stdin: &[u8],
+        timeout: Duration,
+        sent: &(dyn Fn(u64) + Sync),
+    ) -> Result<String, SshError> {
         let host = self.target.host.clone();
         let work = async {
             let mut command = self.session.command(argv[0]);
@@ -167,7 +181,14 @@ impl Connection {
             let mut child = command.spawn().await?;
             if let Some(mut input) = child.stdin().take() {
                 // A host that exits early closes the pipe; its status says why.
-                let _ = input.write_all(stdin).await;
+                let mut written = 0;
+                for chunk in stdin.chunks(64 * 1024) {
+                    if input.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                    written += chunk.len() as u64;
+                    sent(written);
+                }
                 let _ = input.shutdown().await;
             }
             child.wait_with_output().await

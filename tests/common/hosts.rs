@@ -32,6 +32,8 @@ const SSH_TIMEOUT_SECS: &str = "120";
 pub struct HostSpec {
     pub name: String,
     pub links: Vec<LinkSpec>,
+    /// Routes added after the links: (destination, gateway).
+    pub routes: Vec<(String, Ipv4Addr)>,
 }
 
 /// An interface of a host on a private segment: a bridge shared by every
@@ -49,6 +51,7 @@ impl HostSpec {
         HostSpec {
             name: name.to_string(),
             links: Vec::new(),
+            routes: Vec::new(),
         }
     }
 
@@ -59,6 +62,16 @@ impl HostSpec {
             segment: segment.to_string(),
             address: address.parse().expect("link address like 10.10.1.1/24"),
         });
+        self
+    }
+
+    /// Routes `destination` ("default", "10.10.0.0/16") through `via`, an
+    /// address on one of the host's links: a host behind a firewall host.
+    pub fn route(mut self, destination: &str, via: &str) -> HostSpec {
+        self.routes.push((
+            destination.to_string(),
+            via.parse().expect("gateway address like 10.10.1.1"),
+        ));
         self
     }
 }
@@ -364,6 +377,10 @@ impl Lab {
             ip(&["-n", &netns, "addr", "add", &addr, "dev", &link.ifname]);
             ip(&["-n", &netns, "link", "set", &link.ifname, "up"]);
         }
+        for (destination, via) in &spec.routes {
+            let via = via.to_string();
+            ip(&["-n", &netns, "route", "add", destination, "via", &via]);
+        }
 
         Host {
             name: spec.name.clone(),
@@ -467,8 +484,11 @@ impl Host {
             ))
             .args(keep_unit())
             // The host's own namespace is its to configure: a firewall host
-            // loads its ruleset, a router its addresses.
+            // loads its ruleset, a router its addresses and turns on
+            // forwarding (nspawn leaves /proc/sys/net read-only when the
+            // namespace comes from outside, unless told otherwise).
             .arg("--capability=CAP_NET_ADMIN")
+            .env("SYSTEMD_NSPAWN_API_VFS_WRITABLE", "network")
             .args([
                 "--register=no",
                 "--settings=no",

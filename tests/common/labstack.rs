@@ -120,6 +120,12 @@ servers = ["{fw}"]
         fs::write(self.dir.path().join("sites/lab.toml"), site).unwrap();
     }
 
+    /// Replaces the site file by `text`: for a test that lays out the
+    /// site itself (VLANs behind a firewall host, say).
+    pub fn write_site_text(&self, text: &str) {
+        fs::write(self.dir.path().join("sites/lab.toml"), text).unwrap();
+    }
+
     /// `sov --root <stack> ARGS`, not yet run: for a deploy the test
     /// starts, watches or kills.
     pub fn command(&self, args: &[&str]) -> Command {
@@ -152,6 +158,18 @@ servers = ["{fw}"]
     pub fn deploy(&self, extra: &[&str]) -> Output {
         self.sov(&self.deploy_args(extra))
     }
+}
+
+/// A `[[hosts]]` entry for a lab host on `vlan` at `ip` (an address on one
+/// of its private links), reached over its management address with its
+/// pinned key; `index` makes its MAC unique.
+pub fn host_entry(host: &Host, index: u8, vlan: &str, ip: &str, image: &str) -> String {
+    format!(
+        "\n[[hosts]]\nname = \"{}\"\nvlan = \"{vlan}\"\nmac = \"02:00:00:00:01:{index:02x}\"\nip = \"{ip}\"\nimage = \"{image}\"\nssh = {{ address = \"{}\", host_key = \"{}\" }}\n",
+        host.name,
+        host.address,
+        host.host_key_pub.trim()
+    )
 }
 
 /// The generation a host's `current` points at, read from its filesystem.
