@@ -38,8 +38,14 @@ name = "app-token"
 fn setup(lab: &Lab) -> LabStack {
     let stack = LabStack::new(lab);
     fs::write(stack.root().join("images/plain.toml"), data_image()).unwrap();
+    set_token(&stack, "lab");
+    stack.build();
+    stack
+}
+
+fn set_token(stack: &LabStack, site: &str) {
     let mut child = stack
-        .command(&["secret", "set", "lab", "app-token"])
+        .command(&["secret", "set", site, "app-token"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -53,8 +59,6 @@ fn setup(lab: &Lab) -> LabStack {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    stack.build();
-    stack
 }
 
 /// A new generation in which the data host's activation changes: one more
@@ -432,4 +436,45 @@ fn a_wiped_host_comes_back_with_restore() {
         stderr(&out)
     );
     assert_eq!(current(host), Some(2));
+}
+
+#[test]
+fn a_backup_of_another_site_is_refused_by_name() {
+    let Some(lab) = Lab::start(2) else { return };
+    let stack = setup(&lab);
+    let identity = stack.identity.to_str().unwrap().to_string();
+    // A second site on the same machines, with its own state root on them.
+    let lab2 = fs::read_to_string(stack.root().join("sites/lab.toml"))
+        .unwrap()
+        .replacen("name = \"lab\"", "name = \"lab2\"", 1)
+        .replace(
+            "internal = \"lab.example.internal\"",
+            "internal = \"lab2.example.internal\"",
+        )
+        .replace(
+            "ssh = { host_key",
+            "ssh = { root = \"/var/lib/sov-lab2\", host_key",
+        );
+    fs::write(stack.root().join("sites/lab2.toml"), lab2).unwrap();
+    stack.build();
+    set_token(&stack, "lab2");
+    write_data(&lab, &lab.hosts[1], "one");
+    let out = stack.sov(&["deploy", "lab2", "--identity", &identity]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = stack.sov(&["backup", "lab2", "--identity", &identity, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let taken: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = taken[1]["backup"].as_str().unwrap().to_string();
+
+    deploy_ok(&stack);
+    let out = stack.sov(&["restore", "lab", "--backup", &id, "--identity", &identity]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "no backup `{id}` in site lab: it is a backup of site lab2"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(current(&lab.hosts[1]), Some(1));
 }
