@@ -7,7 +7,7 @@ pub mod ssh;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -285,24 +285,29 @@ async fn run(
         let (client, jobs) = (client.clone(), jobs.clone());
         checks.push(tokio::spawn(async move {
             let _permit = jobs.acquire_owned().await.ok();
-            host::preflight(&client, &target, &goal).await
+            let started = Instant::now();
+            let found = host::preflight(&client, &target, &goal).await;
+            (found, started.elapsed())
         }));
     }
     let mut pending = Vec::new();
     let mut results = Vec::new();
     let mut refused = Vec::new();
     for ((target, goal), check) in work.iter().zip(checks) {
-        match check.await.unwrap_or_else(|e| Err(e.to_string())) {
-            Ok((host::Preflight::UpToDate { current }, conn)) => {
-                conn.close().await;
+        let (found, took) = check
+            .await
+            .unwrap_or_else(|e| (Err(e.to_string()), Duration::ZERO));
+        match found {
+            Ok(host::Preflight::UpToDate { current }) => {
                 let mut report = skipped(target, goal);
                 report.outcome = Outcome::UpToDate;
                 report.from = current;
+                report.seconds = took.as_secs_f64();
                 report.error = None;
                 results.push((report, None));
             }
-            Ok((host::Preflight::Needed, conn)) => {
-                pending.push((target.clone(), goal.clone(), conn))
+            Ok(host::Preflight::Needed(checked)) => {
+                pending.push((target.clone(), goal.clone(), checked, took))
             }
             Err(e) => {
                 let mut report = skipped(target, goal);
@@ -314,8 +319,8 @@ async fn run(
         }
     }
     if !refused.is_empty() && options.on_failure == OnFailure::RollBackAll {
-        for (target, goal, conn) in pending {
-            conn.close().await;
+        for (target, goal, checked, _) in pending {
+            checked.close().await;
             let mut report = skipped(&target, &goal);
             report.error = Some(format!(
                 "not attempted: {} failed the check before the deploy",
@@ -328,10 +333,10 @@ async fn run(
 
     let work: Vec<(Target, host::Goal)> = pending
         .iter()
-        .map(|(t, g, _)| (t.clone(), g.clone()))
+        .map(|(t, g, _, _)| (t.clone(), g.clone()))
         .collect();
     let mut tasks = Vec::new();
-    for (target, goal, conn) in pending {
+    for (target, goal, checked, took) in pending {
         let (client, store, jobs, failed, owner) = (
             client.clone(),
             store.clone(),
@@ -357,7 +362,7 @@ async fn run(
                 confirm_timeout: options.confirm_timeout,
                 owner: &owner,
             };
-            let (report, switched) = host::deploy(job, conn).await;
+            let (report, switched) = host::deploy(job, checked, took).await;
             if matches!(report.outcome, Outcome::Failed) {
                 failed.store(true, std::sync::atomic::Ordering::SeqCst);
             }
@@ -381,7 +386,7 @@ async fn run(
                     target.host,
                     s.previous.map_or("none".into(), |p| p.to_string())
                 );
-                host::roll_back(&client, None, target, goal.generation, s.previous).await;
+                host::roll_back(&client, None, target, goal, s.previous).await;
                 report.outcome = Outcome::RolledBack;
             }
         }
@@ -428,6 +433,10 @@ pub fn describe(r: &HostReport) -> String {
         Outcome::Planned => format!(
             "would switch generation {from} -> {}: send {} objects, {} bytes",
             r.to, r.objects_sent, r.bytes_sent
+        ),
+        Outcome::RolledBack if r.from.is_none() => format!(
+            "rolled back to no generation: current removed and generation {}'s services stopped (what its activation installed stays until a deploy replaces it)",
+            r.to
         ),
         Outcome::RolledBack => format!("rolled back to generation {from}"),
         Outcome::Skipped => "skipped: another host failed".to_string(),
