@@ -45,7 +45,50 @@ fn deploy_switches_every_host_and_a_second_deploy_does_nothing() {
     for h in report(&again)["hosts"].as_array().unwrap() {
         assert_eq!(h["outcome"], "up-to-date", "{h}");
         assert_eq!(h["bytes_sent"], 0);
+        // Connecting and reading its state took time, which the report says.
+        assert!(
+            h["seconds"].as_f64().unwrap() > 0.0,
+            "an up-to-date host reports no time spent on it: {h}"
+        );
     }
+}
+
+#[test]
+fn a_failed_first_deploy_leaves_no_generation_and_stops_what_it_started() {
+    let Some(lab) = Lab::start(2) else { return };
+    let stack = LabStack::new(&lab);
+    let plain = &lab.hosts[1];
+    // The plain host's first generation fails its health check; its `stop`
+    // leaves a mark where the test can see it.
+    fs::write(
+        stack.root().join("images/plain.toml"),
+        PLAIN_IMAGE.replace("command = [\"true\"]", "command = [\"false\"]")
+            + "[data]\npaths = [\"/var/lib/sov-test-data\"]\nstop = [[\"touch\", \"/run/sov-test-stopped\"]]\n",
+    )
+    .unwrap();
+    stack.build();
+    let out = stack.deploy(&[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        current(plain),
+        None,
+        "{} keeps a generation\n{err}",
+        plain.name
+    );
+    let stopped = lab.ssh(plain, &["test", "-e", "/run/sov-test-stopped"]);
+    assert!(
+        stopped.status.success(),
+        "{}: rolled back to no generation, but the services of the failed one were not stopped\n{err}",
+        plain.name
+    );
+    assert!(
+        err.lines().any(|l| l.contains(&plain.name)
+            && l.contains("no generation")
+            && l.contains("stopped")),
+        "sov says what became of {}:\n{err}",
+        plain.name
+    );
 }
 
 #[test]

@@ -446,6 +446,24 @@ fn end_leftover_ssh(stack: &LabStack, pid: u32) {
     }
 }
 
+/// Waits until the ssh channels (not the masters) of the killed `sov` with
+/// pid `pid` have ended: the remote steps it started are over.
+fn channels_end(stack: &LabStack, pid: u32, why: &str) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let left = ssh_processes_of(stack, pid, false);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{why}: the killed sov's ssh channels still run after {SETTLE:?}:\n{}",
+            left.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 // ---- 1. SIGKILL at any moment -----------------------------------------------
 
 /// Per host: the manifests of generations 1 and 2, and what generation 1 needs.
@@ -586,6 +604,9 @@ fn sigkill_at_any_moment_leaves_every_host_on_a_whole_generation() {
         {
             unconfirmed_moments.push(delay);
         }
+        // A step the killed sov had started may reach a host only now: the
+        // hosts are settled once its ssh channels have ended too.
+        channels_end(&stack, sov.pid(), &moment);
         settle(&lab, &format!("after {moment}"));
         let settled = audit_all(
             &lab,
@@ -1184,4 +1205,170 @@ fn dig_answers_the_zone_after_deploy_and_rollback_restores_the_old_answer() {
     assert_eq!(current(server), Some(1), "{}", stderr(&out));
     answers(&lab, server, name, "10.0.0.1", "after the rollback");
     eprintln!("dns test: {:.2?}", started.elapsed());
+}
+
+// ---- 7. the host lock's step fails --------------------------------------------
+
+#[test]
+fn a_lock_step_that_fails_says_what_the_host_said() {
+    let Some(lab) = Lab::start(1) else { return };
+    let stack = LabStack::new(&lab);
+    let host = &lab.hosts[0];
+    stack.build();
+    deploy_ok(&stack, "generation 1");
+    // The lock file cannot be opened: a directory took its name.
+    let lock = sov_dir(host).join("lock");
+    fs::remove_file(&lock).unwrap();
+    fs::create_dir(&lock).unwrap();
+    stack.write_site(&lab, "eth0", &[&record("extra", "10.0.0.1")]);
+    stack.build();
+    let out = stack.deploy(&confirm_timeout_args());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines().any(|l| l.contains(&host.name)
+            && l.contains("take the host lock")
+            && l.contains("Is a directory")),
+        "the error names {}, the lock step and what its shell said:\n{err}",
+        host.name
+    );
+    assert!(
+        !err.contains("another deploy holds"),
+        "a lock step that failed is not another deploy's lock:\n{err}"
+    );
+    assert_eq!(current(host), Some(1), "{err}");
+}
+
+// ---- 8. what a killed deploy leaves running -----------------------------------
+
+/// The ssh processes (masters and channels) a `sov` with pid `pid` started.
+fn ssh_processes_of(stack: &LabStack, pid: u32, masters: bool) -> Vec<String> {
+    let marker = format!("{}/run/{pid}/", stack.root().join(".sov").display());
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| {
+            let cmdline = fs::read(p.path().join("cmdline")).ok()?;
+            let words: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect();
+            let is_master = words.iter().any(|w| w == "-M");
+            (words.first().is_some_and(|w| w == "ssh")
+                && words.iter().any(|w| w.contains(&marker))
+                && (masters || !is_master))
+                .then(|| {
+                    format!(
+                        "pid {}: {}",
+                        p.file_name().to_string_lossy(),
+                        words.join(" ")
+                    )
+                })
+        })
+        .collect()
+}
+
+/// A plain image whose health check takes `secs`, logging its start and end
+/// to /run/sov-checks on the host.
+fn slow_logged_check(secs: u32) -> String {
+    PLAIN_IMAGE.replace(
+        "command = [\"true\"]",
+        &format!(
+            "command = [\"sh\", \"-c\", \"echo start >>/run/sov-checks; sleep {secs}; echo end >>/run/sov-checks\"]\ntimeout = 30"
+        ),
+    )
+}
+
+/// Starts a deploy and SIGKILLs it once `host` runs generation 1's health
+/// checks under its lock; returns its pid.
+fn kill_during_checks(lab: &Lab, stack: &LabStack, host: &Host, logs: &Path) -> u32 {
+    let mut sov = Running::start(stack, &stack.deploy_args(&[]), logs, "killed");
+    let holder = format!("sov deploy (pid {})", sov.pid());
+    let owner = sov_dir(host).join("lock.owner");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let checking = fs::read_to_string(&owner).unwrap_or_default().trim() == holder
+            && current(host) == Some(1)
+            && stdout(&lab.ssh(host, &["cat", "/run/sov-checks"])).contains("start");
+        if checking {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: the deploy never reached its health checks; its stderr:\n{}",
+            host.name,
+            sov.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sov.kill_at(Duration::ZERO), Killed::Killed);
+    sov.pid()
+}
+
+#[test]
+fn a_deploy_after_a_killed_one_waits_for_its_switch_to_end_on_the_host() {
+    let Some(lab) = Lab::start(2) else { return };
+    let logs = tempfile::tempdir().unwrap();
+    let slow = &lab.hosts[1];
+    let stack = LabStack::new(&lab);
+    fs::write(stack.root().join("images/plain.toml"), slow_logged_check(6)).unwrap();
+    stack.build();
+    let killed = kill_during_checks(&lab, &stack, slow, logs.path());
+
+    // The killed deploy's lock went with its connection; its switch (and
+    // health checks) still runs on the host.
+    let out = stack.deploy(&[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "the deploy after the kill: {err}");
+    settle(&lab, "after the deploys");
+    let checks = stdout(&lab.ssh(slow, &["cat", "/run/sov-checks"]));
+    let lines: Vec<&str> = checks.lines().collect();
+    // The killed deploy's checks, then the second deploy's: it resumes the
+    // unconfirmed switch (activation and checks again) once the first ended.
+    assert_eq!(
+        lines,
+        ["start", "end", "start", "end"],
+        "{}: the health checks of the two deploys, in the order they ran and ended\n{err}",
+        slow.name
+    );
+    assert_eq!(current(slow), Some(1), "{err}");
+    assert!(sov_dir(slow).join("confirmed/1").exists(), "{err}");
+    end_leftover_ssh(&stack, killed);
+}
+
+#[test]
+fn the_ssh_connections_of_a_killed_deploy_end_on_their_own() {
+    let Some(lab) = Lab::start(1) else { return };
+    let logs = tempfile::tempdir().unwrap();
+    let host = &lab.hosts[0];
+    let stack = LabStack::new(&lab);
+    fs::write(
+        stack.root().join("images/labfw.toml"),
+        slow_logged_check(2).replace("a plain host of the test lab", "a slow firewall"),
+    )
+    .unwrap();
+    stack.build();
+    let killed = kill_during_checks(&lab, &stack, host, logs.path());
+    assert!(
+        !ssh_processes_of(&stack, killed, true).is_empty(),
+        "the killed deploy had no ssh connection open"
+    );
+    // Its remote step ends, then its master outlives its last channel by
+    // ControlPersist.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = ssh_processes_of(&stack, killed, true);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a minute after sov was killed, its ssh processes still run:\n{}",
+            left.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    settle(&lab, "after the kill");
 }

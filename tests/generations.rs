@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::hosts::Lab;
-use common::labstack::LabStack;
+use common::labstack::{wait_for_collection, LabStack};
 use common::{snapshot, stderr, stdout};
 
 fn hosts_of(listing: &serde_json::Value, generation: u64) -> Vec<String> {
@@ -53,6 +53,9 @@ fn generations_shows_which_hosts_run_each_and_names_the_unreachable() {
         .unwrap();
     assert!(down.status.success(), "{}", stderr(&down));
 
+    for h in &lab.hosts {
+        wait_for_collection(h);
+    }
     let before: Vec<_> = lab
         .hosts
         .iter()

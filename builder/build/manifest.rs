@@ -7,15 +7,17 @@ use serde::{Deserialize, Serialize};
 use crate::render::Kind;
 use crate::store::{Digest, ObjectName};
 
-pub const MANIFEST_FORMAT: u32 = 1;
+/// 2: an artifact's hash is read from its object name (`<hash>-<name>`), no
+/// longer repeated beside it: every manifest a changed artifact sends to a
+/// host is smaller.
+pub const MANIFEST_FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArtifactEntry {
     pub kind: String,
     pub name: String,
+    /// `<hash>-<name>`, the hash being that of the object's fixed encoding.
     pub object: ObjectName,
-    /// The hash of the object's fixed encoding.
-    pub hash: Digest,
     /// The derivation key: the hash of every input of the artifact.
     pub key: Digest,
 }
@@ -25,7 +27,6 @@ impl ArtifactEntry {
         ArtifactEntry {
             kind: kind.as_str().to_string(),
             name: object.name().to_string(),
-            hash: object.digest(),
             object,
             key,
         }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # sov host agent: the host side of a deploy. sov sends this file as a store
-# object and runs it as `sh -c AGENT sov-agent COMMAND ROOT ARGS` (the
-# watchdog runs the stored copy, which outlives the connection).
+# object and runs the stored copy, `sh ROOT/store/<hash>-sov-agent.sh COMMAND
+# ROOT ARGS`; only a host that lacks it gets it on the command line
+# (`sh -c AGENT sov-agent COMMAND ROOT ARGS`) for its state and its lock.
 # It needs only a POSIX shell, coreutils, util-linux (flock, setsid), tar,
 # zstd and b3sum.
 #
@@ -9,10 +10,15 @@
 #   store/<hash>-<name>   objects, verified by hash before they take that name
 #   generations/<N>       -> ../store/<hash>-<site>-<host>-manifest.json
 #   current               -> generations/<N>, replaced only by rename(2)
-#   lock                  flock held by a deploy for its whole length
+#   lock                  flock held by a deploy for its whole length, then by
+#                         the collection of old generations it starts
+#   lock.owner            who holds lock
+#   busy                  flock held by every step that changes the host, for as
+#                         long as it runs, even when its deploy died
 #   switch.lock           flock taken by confirm, rollback and the watchdog
-#   confirmed/<N>         generation N was confirmed over a new connection
-# and the secrets, outside ROOT: SECRETS/<name> on a tmpfs, mode 0600.
+#   confirmed/<N>         generation N was confirmed over a new connection; holds
+#                         the generation N replaced (kept for a site rollback)
+# and the secrets, outside ROOT: $SECRETS/<name> on a tmpfs, mode 0600.
 set -eu
 
 die() {
@@ -23,6 +29,8 @@ die() {
 cmd=${1:?command}
 ROOT=${2:?root}
 shift 2
+# Where secrets are delivered: sov's render::SECRETS_DIR.
+SECRETS=/run/sov/secrets
 
 # rename(2) of a symlink over another: readers see the old or the new target.
 relink() {
@@ -45,25 +53,54 @@ activate() {
 	[ -e "$manifest" ] || die "generation $1 has no manifest on this host"
 	script="$ROOT/store/$(activation_of "$manifest")"
 	[ -f "$script" ] || die "generation $1: activation script missing from the store"
-	SOV_MANIFEST=$manifest sh "$script" activate
+	# The services it starts must not hold busy (fd 7).
+	SOV_MANIFEST=$manifest sh "$script" activate 7>&-
 }
 
-# Points current back at generation $1 (or at nothing) and re-activates it.
+# roll_back_to PREV GEN: points current back at generation PREV and
+# re-activates it. Without a PREV there is nothing to re-activate: current is
+# removed and GEN's services are stopped (its `stop`), so that no service of a
+# generation that failed keeps running; what its activation installed (a
+# ruleset, configuration files) stays until a deploy replaces it.
 # Caller holds switch.lock.
 roll_back_to() {
 	if [ -n "$1" ] && [ -e "$ROOT/generations/$1" ]; then
 		relink "generations/$1" "$ROOT/current"
 		sync "$ROOT"
 		activate "$1"
+		echo "rolled back to generation $1"
 	else
 		rm -f "$ROOT/current"
 		sync "$ROOT"
+		manifest="$ROOT/generations/$2"
+		script="$ROOT/store/$(activation_of "$manifest" 2>/dev/null)"
+		if [ -e "$manifest" ] && [ -f "$script" ]; then
+			SOV_MANIFEST=$manifest sh "$script" stop 7>&- || true
+		fi
+		echo "rolled back to no generation: there is none before $2; current removed and generation $2's services stopped (what its activation installed stays until a deploy replaces it)"
 	fi
 }
 
-case $cmd in
-state)
-	# One round trip: prerequisites, current generation, objects held.
+# hold_busy STEP: holds ROOT/busy while this step runs. A step of a deploy
+# whose connection died runs on; the next deploy waits for it here.
+hold_busy() {
+	exec 7>>"$ROOT/busy"
+	if ! flock -n 7; then
+		flock -w 50 7 || die "a step of an earlier deploy still runs on this host ($(cat "$ROOT/busy.step" 2>/dev/null || echo unknown))"
+	fi
+	printf '%s, pid %s\n' "$1" "$$" >"$ROOT/busy.step"
+}
+
+# owned_by OWNER: this step belongs to the deploy holding the host lock. A
+# deploy that died lost its lock with its connection; a step of it that
+# starts late does nothing.
+owned_by() {
+	[ "$(cat "$ROOT/lock.owner" 2>/dev/null || true)" = "$1" ] ||
+		die "the host lock is no longer held by $1 (its connection was lost): nothing done"
+}
+
+# The state lines: prerequisites, current generation, objects held.
+print_state() {
 	missing=
 	for tool in flock setsid tar zstd b3sum sync readlink mv ln sed; do
 		command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
@@ -77,33 +114,38 @@ state)
 		echo 'confirmed no'
 	fi
 	if [ -f "$ROOT/pending" ]; then printf 'pending %s\n' "$(cat "$ROOT/pending")"; fi
-	printf 'manifest %s\n' "$(readlink "$ROOT/generations/$(current_generation)" 2>/dev/null | sed 's,.*/,,')"
+	printf 'manifest %s\n' "$(readlink "$ROOT/generations/$cur" 2>/dev/null | sed 's,.*/,,')"
 	for f in "$ROOT"/store/*; do
 		if [ -f "$f" ]; then printf 'object %s\n' "${f##*/}"; fi
 	done
-	# state SECRETS: which secrets the host holds, by hash, so that a changed
-	# or lost one (a reboot empties the tmpfs) is sent again.
-	if [ -n "${1:-}" ]; then
-		for f in "$1"/*; do
-			if [ -f "$f" ]; then printf 'secret %s %s\n' "${f##*/}" "$(b3sum --no-names "$f")"; fi
-		done
-	fi
+	# The secrets it holds, by hash, so that a changed or lost one (a
+	# reboot empties the tmpfs) is sent again.
+	for f in "$SECRETS"/*; do
+		if [ -f "$f" ]; then printf 'secret %s %s\n' "${f##*/}" "$(b3sum --no-names "$f")"; fi
+	done
+}
+
+case $cmd in
+state)
+	# One round trip, read-only.
+	print_state
 	;;
 
 secrets)
-	# secrets SECRETS NAME=OWNER...: stdin is a tar of the named secrets.
-	# They live on a tmpfs (never on disk), mode 0600, given to their owner,
-	# each replaced by rename. The directory lets owners reach their file
-	# without listing the others.
-	dir=${1:?secrets directory}
+	# secrets OWNER NAME=OWNER...: stdin is a tar of the named secrets. They
+	# live on a tmpfs (never on disk), mode 0600, given to their owner, each
+	# replaced by rename. The directory lets owners reach their file without
+	# listing the others.
+	hold_busy "secrets for ${1:?owner}"
+	owned_by "$1"
 	shift
 	umask 077
-	mkdir -p "$dir"
-	if [ "$(stat -f -c %T "$dir")" != tmpfs ]; then
-		mount -t tmpfs -o mode=0711,size=4m sov-secrets "$dir" || die "cannot mount a tmpfs on $dir for the secrets"
+	mkdir -p "$SECRETS"
+	if [ "$(stat -f -c %T "$SECRETS")" != tmpfs ]; then
+		mount -t tmpfs -o mode=0711,size=4m sov-secrets "$SECRETS" || die "cannot mount a tmpfs on $SECRETS for the secrets"
 	fi
-	chmod 0711 "$dir"
-	incoming="$dir/.incoming.$$"
+	chmod 0711 "$SECRETS"
+	incoming="$SECRETS/.incoming.$$"
 	mkdir "$incoming"
 	trap 'rm -rf "$incoming"' EXIT
 	tar -x --no-same-owner --no-same-permissions -C "$incoming" -f -
@@ -113,32 +155,67 @@ secrets)
 		[ -f "$incoming/$name" ] || die "secret $name is missing from the stream"
 		chmod 0600 "$incoming/$name"
 		chown "$owner" "$incoming/$name" || die "secret $name: cannot give it to $owner (no such user on this host?)"
-		mv -f "$incoming/$name" "$dir/$name"
+		mv -f "$incoming/$name" "$SECRETS/$name"
 	done
 	;;
 
 hold-lock)
-	# Holds ROOT/lock until stdin closes: the deploy ends or its connection dies.
+	# hold-lock OWNER: holds ROOT/lock until stdin closes (the deploy ends or
+	# its connection dies) and prints `locked`, the state, and `end`. A line
+	# `gc KEEP AGENT` on stdin: at the end, collect old generations in the
+	# background, still under the lock.
 	owner=${1:?owner}
 	mkdir -p "$ROOT/store" "$ROOT/generations" "$ROOT/confirmed"
 	exec 9>>"$ROOT/lock"
 	if ! flock -n 9; then
-		printf 'locked by %s\n' "$(cat "$ROOT/lock.owner" 2>/dev/null || echo 'another deploy')"
-		exit 75
+		holder=$(cat "$ROOT/lock.owner" 2>/dev/null || echo 'another deploy')
+		# An earlier deploy's collection is short: wait for it.
+		case $holder in
+		'sov gc '*) flock -w 50 9 || holder="$holder, for more than 50 s" ;;
+		esac
+		if ! flock -n 9; then
+			printf 'locked by %s\n' "$holder"
+			exit 75
+		fi
 	fi
+	hold_busy "hold-lock for $owner"
 	printf '%s\n' "$owner" >"$ROOT/lock.owner"
+	exec 7>&-
 	echo locked
-	cat >/dev/null
-	rm -f "$ROOT/lock.owner"
+	print_state
+	echo end
+	gc=
+	while IFS= read -r line; do
+		case $line in 'gc '*) gc=${line#gc } ;; esac
+	done
+	if [ -n "$gc" ]; then
+		printf 'sov gc after %s\n' "$owner" >"$ROOT/lock.owner"
+		# shellcheck disable=SC2086 # KEEP and AGENT, two words
+		set -- $gc
+		setsid sh "$ROOT/store/$2" gc "$ROOT" "$1" </dev/null >>"$ROOT/gc.log" 2>&1 &
+	else
+		rm -f "$ROOT/lock.owner"
+	fi
 	;;
 
 receive)
-	# stdin: a zstd-compressed tar of objects. Each is hashed here and takes
-	# its final name only if the hash matches; a partial one never does.
+	# receive OWNER [DICTIONARY...]: stdin is a zstd-compressed tar of
+	# objects, compressed against the named objects of this store (their
+	# bytes, in that order, as a raw dictionary). Each is hashed here and
+	# takes its final name only if the hash matches; a partial one never does.
+	hold_busy "receive for ${1:?owner}"
+	owned_by "$1"
+	shift
 	incoming="$ROOT/store/.incoming.$$"
 	mkdir -p "$incoming"
 	trap 'rm -rf "$incoming"' EXIT
-	zstd -dcq | tar -x -C "$incoming" -f -
+	if [ $# -gt 0 ]; then
+		for d in "$@"; do cat "$ROOT/store/$d"; done >"$incoming/.dictionary"
+		zstd -dcq -D "$incoming/.dictionary" | tar -x -C "$incoming" -f -
+		rm -f "$incoming/.dictionary"
+	else
+		zstd -dcq | tar -x -C "$incoming" -f -
+	fi
 	for f in "$incoming"/*; do
 		[ -f "$f" ] || continue
 		name=${f##*/}
@@ -158,13 +235,15 @@ receive)
 	;;
 
 switch)
-	# switch N MANIFEST TIMEOUT AGENT: record generation N, start the
+	# switch OWNER N MANIFEST TIMEOUT AGENT: record generation N, start the
 	# watchdog (this agent, from the store), make N current, activate it and
 	# run its health checks.
-	gen=${1:?generation}
-	manifest=${2:?manifest}
-	timeout=${3:?timeout}
-	agent="$ROOT/store/${4:?agent}"
+	hold_busy "switch to generation ${2:?generation} for ${1:?owner}"
+	owned_by "$1"
+	gen=$2
+	manifest=${3:?manifest}
+	timeout=${4:?timeout}
+	agent="$ROOT/store/${5:?agent}"
 	[ -f "$ROOT/store/$manifest" ] || die "manifest $manifest is not in the store"
 	exec 8>>"$ROOT/switch.lock"
 	flock 8
@@ -182,7 +261,7 @@ switch)
 	relink "../store/$manifest" "$ROOT/generations/$gen"
 	rm -f "$ROOT/confirmed/$gen"
 	sync "$ROOT/generations"
-	setsid sh "$agent" watchdog "$ROOT" "$gen" "$prev" "$timeout" "$$" </dev/null >>"$ROOT/watchdog.log" 2>&1 8>&- &
+	setsid sh "$agent" watchdog "$ROOT" "$gen" "$prev" "$timeout" "$$" </dev/null >>"$ROOT/watchdog.log" 2>&1 7>&- 8>&- &
 	echo $! >"$ROOT/watchdog.pid"
 	relink "generations/$gen" "$ROOT/current"
 	sync "$ROOT"
@@ -190,14 +269,17 @@ switch)
 	printf 'previous %s\n' "$prev"
 	activate "$gen"
 	script="$ROOT/store/$(activation_of "$ROOT/generations/$gen")"
-	SOV_MANIFEST="$ROOT/generations/$gen" sh "$script" check
+	SOV_MANIFEST="$ROOT/generations/$gen" sh "$script" check 7>&-
 	;;
 
 backup)
-	# backup PATHS...: stops the current generation's services that write
+	# backup OWNER PATHS...: stops the current generation's services that write
 	# the data, writes the PATHS that exist as one tar to stdout (owners,
 	# modes, symlinks and times kept) and starts the services again, whether
 	# the stream ends well or not (a dead connection included).
+	hold_busy "backup for ${1:?owner}"
+	owned_by "$1"
+	shift
 	cur=$(current_generation)
 	script=
 	if [ -n "$cur" ]; then script="$ROOT/store/$(activation_of "$ROOT/generations/$cur")"; fi
@@ -224,14 +306,16 @@ backup)
 	;;
 
 restore)
-	# restore GEN PATHS...: stdin is a backup's tar of PATHS. Stops the
+	# restore OWNER GEN PATHS...: stdin is a backup's tar of PATHS. Stops the
 	# current generation's services, moves each path aside, unpacks the tar
 	# at / (owners, modes, symlinks, times) and drops the old copies; if the
 	# stream breaks, the old copies come back. When GEN is already current,
 	# starts the services and runs the health checks; otherwise the switch to
 	# GEN that follows does.
-	gen=${1:?generation}
-	shift
+	hold_busy "restore for ${1:?owner}"
+	owned_by "$1"
+	gen=${2:?generation}
+	shift 2
 	cur=$(current_generation)
 	script=
 	if [ -n "$cur" ]; then script="$ROOT/store/$(activation_of "$ROOT/generations/$cur")"; fi
@@ -266,14 +350,20 @@ restore)
 	;;
 
 relabel)
-	# relabel N MANIFEST: generation N has the same manifest as the current
-	# one: record the number without activating anything.
-	gen=${1:?generation}
-	manifest=${2:?manifest}
+	# relabel OWNER N MANIFEST: generation N has the same manifest as the
+	# current, confirmed one: record the number without activating anything.
+	hold_busy "relabel as generation ${2:?generation} for ${1:?owner}"
+	owned_by "$1"
+	gen=$2
+	manifest=${3:?manifest}
 	exec 8>>"$ROOT/switch.lock"
 	flock 8
+	cur=$(current_generation)
+	if [ -z "$cur" ] || [ ! -e "$ROOT/confirmed/$cur" ]; then
+		die "generation ${cur:-none} is current but not confirmed: it needs a switch"
+	fi
 	relink "../store/$manifest" "$ROOT/generations/$gen"
-	: >"$ROOT/confirmed/$gen"
+	printf '%s\n' "$cur" >"$ROOT/confirmed/$gen"
 	relink "generations/$gen" "$ROOT/current"
 	sync "$ROOT"
 	;;
@@ -294,8 +384,8 @@ watchdog)
 	flock 8
 	[ -e "$ROOT/confirmed/$gen" ] && exit 0
 	[ "$(current_generation)" = "$gen" ] || exit 0
-	printf 'watchdog: generation %s not confirmed in %ss, back to %s\n' "$gen" "$3" "${prev:-nothing}"
-	roll_back_to "$prev"
+	printf 'watchdog: generation %s not confirmed in %ss\n' "$gen" "$3"
+	roll_back_to "$prev" "$gen"
 	;;
 
 confirm)
@@ -304,7 +394,10 @@ confirm)
 	exec 8>>"$ROOT/switch.lock"
 	flock 8
 	[ "$(current_generation)" = "$gen" ] || die "generation $gen is no longer current (the watchdog rolled it back)"
-	: >"$ROOT/confirmed/$gen"
+	pprev=
+	if [ -f "$ROOT/pending" ]; then read -r pgen pprev <"$ROOT/pending" || true; fi
+	[ "${pgen:-}" = "$gen" ] || pprev=
+	printf '%s\n' "$pprev" >"$ROOT/confirmed/$gen"
 	sync "$ROOT/confirmed"
 	rm -f "$ROOT/pending"
 	pid=$(cat "$ROOT/watchdog.pid" 2>/dev/null || true)
@@ -316,28 +409,32 @@ rollback)
 	# rollback N PREV: the deploy failed; undo N now rather than waiting.
 	gen=${1:?generation}
 	prev=${2-}
+	hold_busy "rollback of generation $gen"
 	exec 8>>"$ROOT/switch.lock"
 	flock 8
 	pid=$(cat "$ROOT/watchdog.pid" 2>/dev/null || true)
 	[ -z "$pid" ] || kill "$pid" 2>/dev/null || true
 	if [ "$(current_generation)" = "$gen" ]; then
-		roll_back_to "$prev"
+		roll_back_to "$prev" "$gen"
+	else
+		echo "generation $gen is not current: nothing to roll back"
 	fi
-	echo "rolled back to ${prev:-nothing}"
 	;;
 
 gc)
-	# gc KEEP: keep the newest KEEP generations (and the current one), then
-	# remove every object none of them lists. Agents stay: a watchdog may run one.
+	# gc KEEP: keep the newest KEEP generations, the current one and the one
+	# it replaced, then remove every object none of them lists. Agents stay: a
+	# watchdog may run one. Started by hold-lock, whose host lock it holds.
 	keep=${1:?keep}
 	exec 8>>"$ROOT/switch.lock"
 	flock 8
 	cur=$(current_generation)
+	before=$(cat "$ROOT/confirmed/$cur" 2>/dev/null || true)
 	for g in "$ROOT"/generations/*; do
 		n=${g##*/}
 		case $n in '' | *[!0-9]*) ;; *) echo "$n" ;; esac
 	done | sort -n | head -n "-$keep" | while read -r old; do
-		if [ "$old" != "$cur" ]; then
+		if [ "$old" != "$cur" ] && [ "$old" != "$before" ]; then
 			rm -f "$ROOT/generations/$old" "$ROOT/confirmed/$old"
 		fi
 	done
@@ -358,6 +455,7 @@ gc)
 	done
 	rm -f "$live"
 	sync "$ROOT/store"
+	rm -f "$ROOT/lock.owner"
 	echo "removed $removed objects"
 	;;
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::host::agent_argv;
+use super::host::Agent;
 use super::ssh::Connection;
 use crate::backup::restic::{self, End};
 use crate::backup::{Backup, BackupError, Repository, Tags, Taken};
@@ -17,6 +17,8 @@ const STREAM_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
 /// snapshot behind.
 pub async fn back_up(
     conn: &Connection,
+    how: Agent<'_>,
+    owner: &str,
     repo: &Repository,
     tags: Tags,
     paths: &[String],
@@ -40,8 +42,10 @@ pub async fn back_up(
         .restic
         .start("back up", &args, End::Input)
         .map_err(|e| format!("{host}: {e}"))?;
-    let mut argv = agent_argv("backup", &conn.target.root, &[]);
-    argv.extend(paths.iter().map(String::as_str));
+    let mut args = vec![owner];
+    args.extend(paths.iter().map(String::as_str));
+    let argv = how.argv("backup", &conn.target.root, &args);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let streamed = conn
         .stream(
             "back up data",
@@ -92,6 +96,8 @@ pub async fn back_up(
 /// services and checks health; otherwise the switch that follows does.
 pub async fn restore(
     conn: &Connection,
+    how: Agent<'_>,
+    owner: &str,
     repo: &Repository,
     backup: &Backup,
     paths: &[String],
@@ -103,8 +109,10 @@ pub async fn restore(
         .start("read the backup", &["dump", &backup.id, &file], End::Output)
         .map_err(|e| format!("{host}: {e}"))?;
     let generation = backup.tags.generation.to_string();
-    let mut argv = agent_argv("restore", &conn.target.root, &[&generation]);
-    argv.extend(paths.iter().map(String::as_str));
+    let mut args = vec![owner, &generation];
+    args.extend(paths.iter().map(String::as_str));
+    let argv = how.argv("restore", &conn.target.root, &args);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let streamed = conn
         .stream(
             "restore data",

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::backup;
 use super::progress::Progress;
 use super::secrets::{self, Delivery};
-use super::ssh::{Client, Connection, SshError, Target};
+use super::ssh::{Client, Connection, SshError, Target, CONTROL_PERSIST_SECS};
 use super::AGENT;
 use crate::backup::{Repository, Tags};
 use crate::build::gc::read_json;
@@ -18,9 +18,23 @@ use crate::pack::{self, Entry};
 use crate::store::{ObjectName, Store};
 
 /// Every remote step but the switch is quick; the switch runs activation
-/// and health checks.
+/// and health checks. Taking the lock may wait for an earlier deploy's
+/// collection and for a step of a deploy that died (50 s each on the host).
 pub(super) const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 const SWITCH_TIMEOUT: Duration = Duration::from_secs(300);
+const LOCK_TIMEOUT: Duration = Duration::from_secs(120);
+/// A preflight's connection idle for longer is not reused: its master may
+/// be about to exit (ControlPersist).
+const REUSE_WITHIN: Duration = Duration::from_secs(CONTROL_PERSIST_SECS as u64 / 2);
+/// The hold-lock agent's exit status when another deploy holds the lock.
+const LOCKED_BY_ANOTHER: &str = "75";
+/// The probe's exit status when the host lacks the stored agent.
+const NOT_STORED: &str = "97";
+/// Runs the stored agent `$0` if the host has it.
+const PROBE: &str = r#"[ -f "$0" ] || exit 97; exec sh "$0" "$@""#;
+/// The dictionary a stream is compressed against stays below this (the
+/// host reads it into memory).
+const DICTIONARY_LIMIT: usize = 4 << 20;
 /// Generations a host keeps after a confirmed deploy; older ones and the
 /// objects only they need are removed (a rollback sends them again).
 pub const HOST_KEEP: usize = 5;
@@ -75,10 +89,44 @@ pub struct Switched {
     pub previous: Option<u64>,
 }
 
-pub(super) fn agent_argv<'a>(command: &'a str, root: &'a str, args: &[&'a str]) -> Vec<&'a str> {
-    let mut argv = vec!["sh", "-c", AGENT, "sov-agent", command, root];
-    argv.extend_from_slice(args);
-    argv
+/// How a host runs the agent.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Agent<'a> {
+    /// Its copy in the store.
+    Stored(&'a ObjectName),
+    /// The stored copy if there is one, else fail with NOT_STORED.
+    Probe(&'a ObjectName),
+    /// Sent on the command line: the host lacks this version of it.
+    Inline,
+}
+
+impl Agent<'_> {
+    pub(super) fn argv(self, command: &str, root: &str, args: &[&str]) -> Vec<String> {
+        let stored = |name: &ObjectName| format!("{root}/store/{name}");
+        let mut argv: Vec<String> = match self {
+            Agent::Stored(name) => vec!["sh".into(), stored(name)],
+            Agent::Probe(name) => vec!["sh".into(), "-c".into(), PROBE.into(), stored(name)],
+            Agent::Inline => vec!["sh".into(), "-c".into(), AGENT.into(), "sov-agent".into()],
+        };
+        argv.push(command.into());
+        argv.push(root.into());
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv
+    }
+}
+
+/// Runs agent `command` on the host.
+async fn agent(
+    conn: &Connection,
+    how: Agent<'_>,
+    step: &'static str,
+    (command, args): (&str, &[&str]),
+    stdin: &[u8],
+    timeout: Duration,
+) -> Result<String, SshError> {
+    let argv = how.argv(command, &conn.target.root, args);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    conn.run(step, &argv, stdin, timeout).await
 }
 
 /// The host's answer to `state`.
@@ -96,17 +144,19 @@ pub(super) struct HostState {
     secrets: BTreeMap<String, String>,
 }
 
-/// Reads, without writing anything, what the host runs and holds.
-pub(super) async fn state(conn: &Connection) -> Result<HostState, SshError> {
-    let root = conn.target.root.as_str();
-    let out = conn
-        .run(
-            "read the host's state",
-            &agent_argv("state", root, &[secrets::state_arg()]),
-            b"",
-            STEP_TIMEOUT,
-        )
-        .await?;
+/// Reads, without writing anything, the host's state with the stored
+/// agent, or the inline one if the host lacks it.
+pub(super) async fn state(conn: &Connection, stored: &ObjectName) -> Result<HostState, SshError> {
+    let step = "read the host's state";
+    let read = |how| agent(conn, how, step, ("state", &[]), b"", STEP_TIMEOUT);
+    let out = match read(Agent::Probe(stored)).await {
+        Err(SshError::Failed { code, .. }) if code == NOT_STORED => read(Agent::Inline).await?,
+        other => other?,
+    };
+    Ok(parse_state(out.lines()))
+}
+
+fn parse_state<'a>(lines: impl Iterator<Item = &'a str>) -> HostState {
     let mut state = HostState {
         current: None,
         manifest: None,
@@ -115,7 +165,7 @@ pub(super) async fn state(conn: &Connection) -> Result<HostState, SshError> {
         pending: None,
         secrets: BTreeMap::new(),
     };
-    for line in out.lines() {
+    for line in lines {
         if let Some(n) = line.strip_prefix("current ") {
             state.current = n.trim().parse().ok();
         } else if let Some(m) = line.strip_prefix("manifest ") {
@@ -137,11 +187,18 @@ pub(super) async fn state(conn: &Connection) -> Result<HostState, SshError> {
                 .insert(name.to_string(), hash.trim().to_string());
         }
     }
-    Ok(state)
+    state
 }
 
-/// The objects a host lacks, packed in one compressed stream.
-fn pack_missing(store: &Store, missing: &[&ObjectName]) -> Result<Vec<u8>, String> {
+/// The objects a host lacks, packed in one compressed stream. It is
+/// compressed against `dictionary`: objects the host holds (its current
+/// manifest and the current versions of the artifacts that change), whose
+/// bytes the host concatenates in the same order to decompress.
+fn pack_missing(
+    store: &Store,
+    missing: &[&ObjectName],
+    dictionary: &[ObjectName],
+) -> Result<Vec<u8>, String> {
     let mut entries = Vec::new();
     for object in missing {
         let contents = store.read(object).map_err(|e| e.to_string())?;
@@ -152,27 +209,93 @@ fn pack_missing(store: &Store, missing: &[&ObjectName]) -> Result<Vec<u8>, Strin
         });
     }
     let tar = pack::tar(&entries).map_err(|e| e.to_string())?;
-    pack::zstd(&tar).map_err(|e| e.to_string())
+    if dictionary.is_empty() {
+        return pack::zstd(&tar).map_err(|e| e.to_string());
+    }
+    let mut dict = Vec::new();
+    for object in dictionary {
+        dict.extend(store.read(object).map_err(|e| e.to_string())?);
+    }
+    let compress = || -> std::io::Result<Vec<u8>> {
+        use zstd::zstd_safe::CParameter;
+        let mut compressor = zstd::bulk::Compressor::with_dictionary(pack::ZSTD_LEVEL, &dict)?;
+        compressor.set_parameter(CParameter::ChecksumFlag(true))?;
+        compressor.compress(&tar)
+    };
+    compress().map_err(|e| format!("compressing against the host's objects: {e}"))
+}
+
+/// The objects both sides hold that a stream of `missing` compresses best
+/// against: the host's current manifest, then the versions it holds now of
+/// the artifacts in `missing`. Uncompressed objects only (a compressed one
+/// shares little with its next version), within DICTIONARY_LIMIT. The
+/// manifest comes first: the dictionary must not start with zstd's
+/// dictionary magic, and JSON starts with `{`.
+fn dictionary(store: &Store, host: &HostState, missing: &[&ObjectName]) -> Vec<ObjectName> {
+    let usable = |o: &ObjectName| {
+        host.objects.contains(&o.to_string()) && store.contains(o) && !o.name().ends_with(".zst")
+    };
+    let Some(current) = host
+        .manifest
+        .as_deref()
+        .and_then(|m| m.parse::<ObjectName>().ok())
+        .filter(|m| usable(m))
+    else {
+        return Vec::new();
+    };
+    let Ok(manifest) = read_json::<HostManifest>(store, &current) else {
+        return Vec::new();
+    };
+    let mut chosen = vec![current];
+    for object in missing {
+        if let Some(old) = manifest
+            .artifacts
+            .iter()
+            .map(|a| &a.object)
+            .find(|old| old.name() == object.name() && usable(old))
+        {
+            chosen.push(old.clone());
+        }
+    }
+    let mut size = 0;
+    chosen
+        .into_iter()
+        .take_while(|o| {
+            size += std::fs::metadata(store.path(o)).map_or(usize::MAX / 2, |m| m.len() as usize);
+            size <= DICTIONARY_LIMIT
+        })
+        .collect()
 }
 
 /// What the read-only look at a host before the deploy found.
 pub enum Preflight {
-    /// It runs the goal's generation, confirmed, with every object.
+    /// It runs the goal's generation, confirmed, with every object; the
+    /// connection is closed.
     UpToDate { current: Option<u64> },
     /// It needs the deploy.
-    Needed,
+    Needed(Checked),
+}
+
+/// A host the preflight found work for.
+pub struct Checked {
+    conn: Connection,
+    /// It holds this version of the agent.
+    agent_stored: bool,
+}
+
+impl Checked {
+    /// Leaves the host untouched.
+    pub async fn close(self) {
+        self.conn.close().await;
+    }
 }
 
 /// Connects and reads the host's state without writing anything: the
 /// site-wide check that every host is reachable, presents its pinned key
 /// and has the prerequisites, before any host is touched.
-pub async fn preflight(
-    client: &Client,
-    target: &Target,
-    goal: &Goal,
-) -> Result<(Preflight, Connection), String> {
+pub async fn preflight(client: &Client, target: &Target, goal: &Goal) -> Result<Preflight, String> {
     let conn = client.connect(target).await.map_err(|e| e.to_string())?;
-    let state = match state(&conn).await {
+    let state = match state(&conn, &goal.agent).await {
         Ok(state) => state,
         Err(e) => {
             conn.close().await;
@@ -183,24 +306,23 @@ pub async fn preflight(
         .objects
         .iter()
         .all(|o| state.objects.contains(&o.to_string()));
-    let found = if state.current == Some(goal.generation)
+    if state.current == Some(goal.generation)
         && state.confirmed
         && complete
         && !secrets::stale(&goal.secrets, &state.secrets)
     {
-        Preflight::UpToDate {
+        conn.close().await;
+        Ok(Preflight::UpToDate {
             current: state.current,
-        }
+        })
     } else {
-        Preflight::Needed
-    };
-    Ok((found, conn))
+        Ok(Preflight::Needed(Checked {
+            agent_stored: state.objects.contains(&goal.agent.to_string()),
+            conn,
+        }))
+    }
 }
 
-/// Plans (dry run) or runs one host's deploy over the connection its
-/// preflight opened. On success the host runs the
-/// goal's generation, confirmed; on failure after the switch it has been
-/// rolled back.
 /// One host's part of a run: whom to reach, what to bring it to, and how.
 #[derive(Clone, Copy)]
 pub struct Job<'a> {
@@ -224,7 +346,15 @@ pub struct BackupRun<'a> {
     pub deploy: &'a str,
 }
 
-pub async fn deploy(job: Job<'_>, conn: Connection) -> (HostReport, Option<Switched>) {
+/// Plans (dry run) or runs one host's deploy over the connection its
+/// preflight opened (which took `checking`). On success the host runs the
+/// goal's generation, confirmed; on failure after the switch it has been
+/// rolled back.
+pub async fn deploy(
+    job: Job<'_>,
+    checked: Checked,
+    checking: Duration,
+) -> (HostReport, Option<Switched>) {
     let Job { target, goal, .. } = job;
     let started = Instant::now();
     let mut report = HostReport {
@@ -238,8 +368,8 @@ pub async fn deploy(job: Job<'_>, conn: Connection) -> (HostReport, Option<Switc
         backup: None,
         error: None,
     };
-    let result = steps(job, conn, &mut report).await;
-    report.seconds = started.elapsed().as_secs_f64();
+    let result = steps(job, checked, &mut report).await;
+    report.seconds = (checking + started.elapsed()).as_secs_f64();
     match result {
         Ok(switched) => (report, switched),
         Err(e) => {
@@ -252,45 +382,87 @@ pub async fn deploy(job: Job<'_>, conn: Connection) -> (HostReport, Option<Switc
 
 async fn steps(
     job: Job<'_>,
-    conn: Connection,
+    checked: Checked,
     report: &mut HostReport,
 ) -> Result<Option<Switched>, String> {
-    let Job { target, owner, .. } = job;
-    // The preflight's connection: its read-only look found work to do.
-    let root = target.root.as_str();
-    let lock = if job.mode == super::Mode::DryRun {
-        None
+    let Job {
+        client,
+        target,
+        goal,
+        ..
+    } = job;
+    let Checked { conn, agent_stored } = checked;
+    // The preflight's connection, unless it waited for so long (for a job
+    // slot) that its master may be gone.
+    let conn = if conn.idle() > REUSE_WITHIN {
+        conn.close().await;
+        client.connect(target).await.map_err(|e| e.to_string())?
     } else {
-        job.progress.step(&target.host, "take the host lock");
-        let held = conn
-            .hold(
-                "take the host lock",
-                &agent_argv("hold-lock", root, &[owner]),
-                STEP_TIMEOUT,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        if held.first_line != "locked" {
-            let who = held.first_line.clone();
-            held.release().await;
+        conn
+    };
+    if job.mode == super::Mode::DryRun {
+        job.progress.step(&target.host, "read the host's state");
+        let result = match state(&conn, &goal.agent).await {
+            Ok(host) => switch(job, &conn, Agent::Inline, &host, report).await,
+            Err(e) => Err(e.to_string()),
+        };
+        conn.close().await;
+        return result;
+    }
+    let how = if agent_stored {
+        Agent::Stored(&goal.agent)
+    } else {
+        Agent::Inline
+    };
+    let result = locked(job, &conn, how, report).await;
+    conn.close().await;
+    result
+}
+
+/// Takes the host lock (and with it the host's state), runs the switch, and
+/// releases the lock, asking the host to collect old generations after a
+/// confirmed switch.
+async fn locked(
+    job: Job<'_>,
+    conn: &Connection,
+    how: Agent<'_>,
+    report: &mut HostReport,
+) -> Result<Option<Switched>, String> {
+    let Job {
+        target,
+        goal,
+        owner,
+        ..
+    } = job;
+    job.progress.step(&target.host, "take the host lock");
+    let argv = how.argv("hold-lock", &target.root, &[owner]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut lock = match conn.hold("take the host lock", &argv, LOCK_TIMEOUT).await {
+        Ok(lock) => lock,
+        Err(SshError::Failed { code, stderr, .. }) if code == LOCKED_BY_ANOTHER => {
+            let who = stderr.strip_prefix("locked by ").unwrap_or(&stderr);
             return Err(format!(
                 "{}: another deploy holds the host lock ({who})",
                 target.host
             ));
         }
-        Some(held)
+        Err(e) => return Err(e.to_string()),
     };
-    let result = switch(job, &conn, report).await;
-    if let Some(lock) = lock {
-        lock.release().await;
+    let host = parse_state(lock.lines.iter().map(String::as_str));
+    let result = switch(job, conn, how, &host, report).await;
+    if matches!(report.outcome, Outcome::Switched) {
+        lock.tell(&format!("gc {HOST_KEEP} {}", goal.agent)).await;
     }
-    conn.close().await;
+    lock.release().await;
     result
 }
-
+/// Sends what the host lacks (with the agent `how` the host can run
+/// before it has the stored one), switches and confirms.
 async fn switch(
     job: Job<'_>,
     conn: &Connection,
+    how: Agent<'_>,
+    host_state: &HostState,
     report: &mut HostReport,
 ) -> Result<Option<Switched>, String> {
     let Job {
@@ -299,11 +471,10 @@ async fn switch(
         target,
         goal,
         confirm_timeout,
+        owner,
         ..
     } = job;
-    let root = target.root.as_str();
-    job.progress.step(&target.host, "read the host's state");
-    let host_state = state(conn).await.map_err(|e| e.to_string())?;
+    let stored = Agent::Stored(&goal.agent);
     report.from = host_state.current;
     let missing: Vec<&ObjectName> = goal
         .objects
@@ -319,10 +490,11 @@ async fn switch(
         report.outcome = Outcome::UpToDate;
         return Ok(None);
     }
+    let dictionary = dictionary(store, host_state, &missing);
     let stream = if missing.is_empty() {
         Vec::new()
     } else {
-        pack_missing(store, &missing)
+        pack_missing(store, &missing, &dictionary)
             .map_err(|e| format!("{}: packing objects: {e}", target.host))?
     };
     report.objects_sent = missing.len();
@@ -333,12 +505,19 @@ async fn switch(
     }
     let generation = goal.generation.to_string();
     let manifest = goal.manifest.to_string();
-    if host_state.manifest.as_deref() == Some(manifest.as_str()) && !secrets_stale {
-        // Same artifacts under a new number: nothing to activate.
+    if host_state.confirmed
+        && missing.is_empty()
+        && !secrets_stale
+        && host_state.manifest.as_deref() == Some(manifest.as_str())
+    {
+        // Same artifacts under a new number, on a host that runs them
+        // confirmed: nothing to activate.
         job.progress.step(&target.host, "record the generation");
-        conn.run(
+        agent(
+            conn,
+            stored,
             "record the generation",
-            &agent_argv("relabel", root, &[&generation, &manifest]),
+            ("relabel", &[owner, &generation, &manifest]),
             b"",
             STEP_TIMEOUT,
         )
@@ -350,27 +529,31 @@ async fn switch(
         }));
     }
     if !stream.is_empty() {
+        let names: Vec<String> = dictionary.iter().map(ObjectName::to_string).collect();
+        let mut args = vec![owner];
+        args.extend(names.iter().map(String::as_str));
         job.progress.step(&target.host, "receive objects");
         let total = stream.len() as u64;
-        conn.run_reporting(
-            "receive objects",
-            &agent_argv("receive", root, &[]),
-            &stream,
-            STEP_TIMEOUT,
-            &|sent| job.progress.sent(&target.host, sent, total),
-        )
+        let argv = how.argv("receive", &target.root, &args);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        conn.run_reporting("receive objects", &argv, &stream, STEP_TIMEOUT, &|sent| {
+            job.progress.sent(&target.host, sent, total)
+        })
         .await
         .map_err(|e| e.to_string())?;
     }
     if let Some(run) = job.backup {
-        report.backup = back_up_current(job.store, conn, &host_state, run).await?;
+        job.progress.step(&target.host, "back up data");
+        report.backup =
+            back_up_current(store, conn, stored, owner, host_state, run, job.progress).await?;
     }
     // Before activation, which may start services that read them.
     if secrets_stale {
-        secrets::send(conn, &goal.secrets).await?;
+        job.progress.step(&target.host, "deliver secrets");
+        secrets::send(conn, stored, owner, &goal.secrets).await?;
     }
     let timeout = confirm_timeout.as_secs().max(1).to_string();
-    let agent = goal.agent.to_string();
+    let agent_name = goal.agent.to_string();
     // Resuming a switch to this generation whose deploy died: "previous" is
     // what that switch would have returned to.
     let previous = match host_state.pending {
@@ -382,17 +565,22 @@ async fn switch(
         _ => host_state.current,
     };
     job.progress.step(&target.host, "switch and activate");
-    let switched = conn
-        .run(
-            "switch and activate",
-            &agent_argv("switch", root, &[&generation, &manifest, &timeout, &agent]),
-            b"",
-            SWITCH_TIMEOUT,
-        )
-        .await;
+    let switched = agent(
+        conn,
+        stored,
+        "switch and activate",
+        (
+            "switch",
+            &[owner, &generation, &manifest, &timeout, &agent_name],
+        ),
+        b"",
+        SWITCH_TIMEOUT,
+    )
+    .await;
     if let Err(e) = switched {
-        roll_back(client, Some(conn), target, goal.generation, previous).await;
-        return Err(e.to_string());
+        let undone = roll_back(client, Some(conn), target, goal, previous).await;
+        let undone = undone.map_or(String::new(), |u| format!("\n{}: {u}", target.host));
+        return Err(format!("{e}{undone}"));
     }
     // A new connection, not a channel of the old one: it must get through
     // whatever the new generation's firewall allows.
@@ -400,14 +588,15 @@ async fn switch(
         .step(&target.host, "confirm over a new connection");
     let confirmed = async {
         let fresh = client.connect(target).await?;
-        let out = fresh
-            .run(
-                "confirm",
-                &agent_argv("confirm", root, &[&generation]),
-                b"",
-                STEP_TIMEOUT,
-            )
-            .await;
+        let out = agent(
+            &fresh,
+            stored,
+            "confirm",
+            ("confirm", &[&generation]),
+            b"",
+            STEP_TIMEOUT,
+        )
+        .await;
         fresh.close().await;
         out
     };
@@ -415,38 +604,30 @@ async fn switch(
         // The established connection usually survives a firewall that
         // refuses new ones: roll back over it now. If it is gone too, the
         // host's watchdog rolls back by itself.
-        roll_back(client, Some(conn), target, goal.generation, previous).await;
+        let undone = roll_back(client, Some(conn), target, goal, previous).await;
         return Err(format!(
-            "{e} (the host's watchdog returns it to generation {} within {} s)",
-            previous.map_or("none".to_string(), |p| p.to_string()),
-            confirm_timeout.as_secs()
+            "{e} ({})",
+            undone.unwrap_or_else(|| format!(
+                "the host's watchdog returns it to generation {} within {} s",
+                previous.map_or("none".to_string(), |p| p.to_string()),
+                confirm_timeout.as_secs()
+            ))
         ));
     }
     report.outcome = Outcome::Switched;
-    // Best effort: a host that keeps too much is not a failed deploy.
-    let keep = HOST_KEEP.to_string();
-    job.progress.step(&target.host, "collect old generations");
-    if let Err(e) = conn
-        .run(
-            "collect old generations",
-            &agent_argv("gc", root, &[&keep]),
-            b"",
-            STEP_TIMEOUT,
-        )
-        .await
-    {
-        job.progress.note(&format!("{}: warning: {e}", target.host));
-    }
     Ok(Some(Switched { previous }))
 }
 
 /// Backs up the data the host's current generation declares, services
 /// stopped; None when it runs nothing yet or keeps no data.
-async fn back_up_current(
+pub async fn back_up_current(
     store: &Store,
     conn: &Connection,
+    how: Agent<'_>,
+    owner: &str,
     host_state: &HostState,
     run: BackupRun<'_>,
+    progress: &Progress,
 ) -> Result<Option<String>, String> {
     let host = &conn.target.host;
     let (Some(current), Some(manifest)) = (host_state.current, &host_state.manifest) else {
@@ -462,101 +643,90 @@ async fn back_up_current(
     if manifest.data.is_empty() {
         return Ok(None);
     }
-    eprintln!(
+    progress.note(&format!(
         "{host}: backing up {} (its services are stopped during the backup)",
         manifest.data.join(", ")
-    );
+    ));
     let tags = Tags {
         site: manifest.site.clone(),
         host: host.clone(),
         generation: current,
         deploy: run.deploy.to_string(),
     };
-    let taken = backup::back_up(conn, run.repo, tags, &manifest.data)
+    let taken = backup::back_up(conn, how, owner, run.repo, tags, &manifest.data)
         .await
         .map_err(|e| format!("{host}: backup failed, nothing was switched: {e}"))?;
-    eprintln!(
+    progress.note(&format!(
         "{host}: backup {} of generation {current}: {} bytes, {} added",
-        &taken.id[..taken.id.len().min(8)],
-        taken.size,
-        taken.added
-    );
+        taken.id, taken.size, taken.added
+    ));
     Ok(Some(taken.id))
 }
 
-/// Runs `work` on the host with its lock held (named `owner`), over a
-/// new connection: the steps of `sov backup` and `sov restore` that are not
-/// a switch.
-pub async fn locked<T>(
+/// Runs `work` on the host with its lock held (named `owner`) over a new
+/// connection, given the host's state and the agent it can run: the steps
+/// of `sov backup` and `sov restore` that are not a switch.
+pub async fn with_lock<T>(
     client: &Client,
     target: &Target,
     owner: &str,
-    work: impl AsyncFnOnce(&Connection) -> Result<T, String>,
+    work: impl AsyncFnOnce(&Connection, Agent<'_>, &HostState) -> Result<T, String>,
 ) -> Result<T, String> {
     let conn = client.connect(target).await.map_err(|e| e.to_string())?;
-    let root = target.root.as_str();
-    let held = match conn
-        .hold(
-            "take the host lock",
-            &agent_argv("hold-lock", root, &[owner]),
-            STEP_TIMEOUT,
-        )
-        .await
-    {
-        Ok(held) => held,
-        Err(e) => {
-            conn.close().await;
-            return Err(e.to_string());
+    let how = Agent::Inline;
+    let argv = how.argv("hold-lock", &target.root, &[owner]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let result = match conn.hold("take the host lock", &argv, LOCK_TIMEOUT).await {
+        Ok(lock) => {
+            let host = parse_state(lock.lines.iter().map(String::as_str));
+            let result = work(&conn, how, &host).await;
+            lock.release().await;
+            result
         }
+        Err(SshError::Failed { code, stderr, .. }) if code == LOCKED_BY_ANOTHER => {
+            let who = stderr.strip_prefix("locked by ").unwrap_or(&stderr);
+            Err(format!(
+                "{}: another deploy holds the host lock ({who})",
+                target.host
+            ))
+        }
+        Err(e) => Err(e.to_string()),
     };
-    let result = if held.first_line == "locked" {
-        work(&conn).await
-    } else {
-        Err(format!(
-            "{}: another deploy holds the host lock ({})",
-            target.host, held.first_line
-        ))
-    };
-    held.release().await;
     conn.close().await;
     result
 }
 
-/// `sov backup` of one host: what its current generation keeps, services
-/// stopped during the backup; None when it keeps nothing.
-pub async fn backup_only(
-    conn: &Connection,
-    store: &Store,
-    run: BackupRun<'_>,
-) -> Result<Option<String>, String> {
-    let host_state = state(conn).await.map_err(|e| e.to_string())?;
-    back_up_current(store, conn, &host_state, run).await
-}
-
 /// Puts the host back on `previous` now, over `conn` or a new connection;
 /// best effort: if the host cannot be reached, its watchdog does it.
+/// Returns what the host said it did.
 pub async fn roll_back(
     client: &Client,
     conn: Option<&Connection>,
     target: &Target,
-    generation: u64,
+    goal: &Goal,
     previous: Option<u64>,
-) -> bool {
-    let generation = generation.to_string();
+) -> Option<String> {
+    let generation = goal.generation.to_string();
     let previous = previous.map(|p| p.to_string()).unwrap_or_default();
-    let argv = agent_argv("rollback", &target.root, &[&generation, &previous]);
-    match conn {
-        Some(c) => c.run("roll back", &argv, b"", SWITCH_TIMEOUT).await.is_ok(),
-        None => match client.connect(target).await {
-            Ok(fresh) => {
-                let ok = fresh
-                    .run("roll back", &argv, b"", SWITCH_TIMEOUT)
-                    .await
-                    .is_ok();
-                fresh.close().await;
-                ok
-            }
-            Err(_) => false,
-        },
-    }
+    let args = [generation.as_str(), previous.as_str()];
+    let run = |c| {
+        agent(
+            c,
+            Agent::Stored(&goal.agent),
+            "roll back",
+            ("rollback", &args),
+            b"",
+            SWITCH_TIMEOUT,
+        )
+    };
+    let said = match conn {
+        Some(c) => run(c).await,
+        None => {
+            let fresh = client.connect(target).await.ok()?;
+            let said = run(&fresh).await;
+            fresh.close().await;
+            said
+        }
+    };
+    said.ok().map(|s| s.trim().to_string())
 }

@@ -218,8 +218,9 @@ async fn look_at_all(
 }
 
 async fn look(client: &Client, target: &Target) -> Result<Found, String> {
+    let agent = super::agent_object().map_err(|e| e.to_string())?;
     let conn = client.connect(target).await.map_err(|e| e.to_string())?;
-    let state = host::state(&conn).await;
+    let state = host::state(&conn, &agent).await;
     conn.close().await;
     let state = state.map_err(|e| e.to_string())?;
     Ok(Found {

@@ -12,7 +12,7 @@ pub mod ssh;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -152,12 +152,7 @@ pub fn deploy(
 
     let _lock = StateLock::shared(state)?;
     let store = Store::open(state)?;
-    let agent = ObjectName::new(Digest::of(AGENT.as_bytes()), "sov-agent.sh").map_err(|e| {
-        StoreError::Name {
-            name: "sov-agent.sh".into(),
-            source: e,
-        }
-    })?;
+    let agent = agent_object()?;
     if !store.contains(&agent) {
         let batch = store.batch();
         batch.put(&agent, AGENT.as_bytes())?;
@@ -308,6 +303,14 @@ impl Drop for RunDir {
     }
 }
 
+/// The agent as a store object: hosts keep it under this name.
+fn agent_object() -> Result<ObjectName, StoreError> {
+    ObjectName::new(Digest::of(AGENT.as_bytes()), "sov-agent.sh").map_err(|e| StoreError::Name {
+        name: "sov-agent.sh".into(),
+        source: e,
+    })
+}
+
 fn pick(
     profile: &Profile,
     site: &SiteName,
@@ -383,25 +386,30 @@ async fn run(
         checks.push(tokio::spawn(async move {
             let _permit = jobs.acquire_owned().await.ok();
             progress.step(&target.host, "check");
-            host::preflight(&client, &target, &goal).await
+            let started = Instant::now();
+            let found = host::preflight(&client, &target, &goal).await;
+            (found, started.elapsed())
         }));
     }
     let mut pending = Vec::new();
     let mut results = Vec::new();
     let mut refused = Vec::new();
     for ((target, goal), check) in work.iter().zip(checks) {
-        match check.await.unwrap_or_else(|e| Err(e.to_string())) {
-            Ok((host::Preflight::UpToDate { current }, conn)) => {
-                conn.close().await;
+        let (found, took) = check
+            .await
+            .unwrap_or_else(|e| (Err(e.to_string()), Duration::ZERO));
+        match found {
+            Ok(host::Preflight::UpToDate { current }) => {
                 let mut report = skipped(target, goal);
                 report.outcome = Outcome::UpToDate;
                 report.from = current;
+                report.seconds = took.as_secs_f64();
                 report.error = None;
                 progress.done(&target.host, &describe(&report));
                 results.push((report, None));
             }
-            Ok((host::Preflight::Needed, conn)) => {
-                pending.push((target.clone(), goal.clone(), conn))
+            Ok(host::Preflight::Needed(checked)) => {
+                pending.push((target.clone(), goal.clone(), checked, took))
             }
             Err(e) => {
                 let mut report = skipped(target, goal);
@@ -414,8 +422,8 @@ async fn run(
         }
     }
     if !refused.is_empty() && options.on_failure == OnFailure::RollBackAll {
-        for (target, goal, conn) in pending {
-            conn.close().await;
+        for (target, goal, checked, _) in pending {
+            checked.close().await;
             let mut report = skipped(&target, &goal);
             report.error = Some(format!(
                 "not attempted: {} failed the check before the deploy",
@@ -429,10 +437,10 @@ async fn run(
 
     let work: Vec<(Target, host::Goal)> = pending
         .iter()
-        .map(|(t, g, _)| (t.clone(), g.clone()))
+        .map(|(t, g, _, _)| (t.clone(), g.clone()))
         .collect();
     let mut tasks = Vec::new();
-    for (target, goal, conn) in pending {
+    for (target, goal, checked, took) in pending {
         let (client, store, jobs, failed, owner, progress) = (
             client.clone(),
             store.clone(),
@@ -468,7 +476,7 @@ async fn run(
                     .map(|(repo, deploy)| host::BackupRun { repo, deploy }),
                 progress: &progress,
             };
-            let (report, switched) = host::deploy(job, conn).await;
+            let (report, switched) = host::deploy(job, checked, took).await;
             let outcome = match report.outcome {
                 Outcome::Failed => "FAILED".to_string(),
                 _ => describe(&report),
@@ -497,7 +505,7 @@ async fn run(
                     &target.host,
                     &format!("rolling back to generation {previous}"),
                 );
-                host::roll_back(&client, None, target, goal.generation, s.previous).await;
+                host::roll_back(&client, None, target, goal, s.previous).await;
                 report.outcome = Outcome::RolledBack;
                 progress.done(&target.host, &describe(report));
             }
@@ -546,6 +554,10 @@ pub fn describe(r: &HostReport) -> String {
         Outcome::Planned => format!(
             "would switch generation {from} -> {}: send {} objects, {} bytes",
             r.to, r.objects_sent, r.bytes_sent
+        ),
+        Outcome::RolledBack if r.from.is_none() => format!(
+            "rolled back to no generation: current removed and generation {}'s services stopped (what its activation installed stays until a deploy replaces it)",
+            r.to
         ),
         Outcome::RolledBack => format!("rolled back to generation {from}"),
         Outcome::Skipped => "skipped: another host failed".to_string(),

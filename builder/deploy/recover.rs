@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::progress::Progress;
 use super::ssh::Target;
 use super::{backup, host, target, DeployError, Options, Report, RunDir, Which};
 use crate::backup::{Backup, BackupError, Repository};
@@ -101,27 +102,40 @@ pub fn backup_site(
     let run = crate::backup::run_name("backup");
     let owner = format!("sov backup (pid {})", std::process::id());
     let jobs = Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1)));
+    let names: Vec<String> = targets.iter().map(|t| t.host.clone()).collect();
+    let progress = Arc::new(Progress::stderr(&names));
     let results = dir.runtime.block_on(async {
         let mut tasks = Vec::new();
         for t in targets {
-            let (client, repo, store, run, owner, jobs) = (
+            let (client, repo, store, run, owner, jobs, progress) = (
                 client.clone(),
                 repo.clone(),
                 store.clone(),
                 run.clone(),
                 owner.clone(),
                 jobs.clone(),
+                progress.clone(),
             );
             tasks.push(tokio::spawn(async move {
                 let _permit = jobs.acquire_owned().await.ok();
+                progress.step(&t.host, "back up data");
                 let backup_run = host::BackupRun {
                     repo: &repo,
                     deploy: &run,
                 };
-                let r = host::locked(&client, &t, &owner, async |conn| {
-                    host::backup_only(conn, &store, backup_run).await
+                let r = host::with_lock(&client, &t, &owner, async |conn, how, state| {
+                    host::back_up_current(&store, conn, how, &owner, state, backup_run, &progress)
+                        .await
                 })
                 .await;
+                progress.done(
+                    &t.host,
+                    match &r {
+                        Ok(Some(_)) => "backed up",
+                        Ok(None) => "nothing to back up",
+                        Err(_) => "FAILED",
+                    },
+                );
                 match r {
                     Ok(backup) => HostBackup {
                         host: t.host.clone(),
@@ -250,8 +264,8 @@ pub fn restore(
                     b.tags.generation,
                     paths.join(", ")
                 );
-                let r = host::locked(client, t, &owner, async |conn| {
-                    backup::restore(conn, &repo, b, paths).await
+                let r = host::with_lock(client, t, &owner, async |conn, how, _| {
+                    backup::restore(conn, how, &owner, &repo, b, paths).await
                 })
                 .await;
                 results.push((b.tags.generation, t.host.clone(), r));

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::host::Agent;
 use super::ssh::Connection;
 use crate::build::manifest::HostManifest;
 use crate::model::{HostName, SiteName};
 use crate::pack::{self, Entry};
-use crate::render::SECRETS_DIR;
 use crate::secrets::{SecretError, SecretValue, Vault};
 
 /// One secret for one host.
@@ -70,13 +70,14 @@ pub fn stale(deliveries: &[Delivery], held: &BTreeMap<String, String>) -> bool {
         .any(|d| held.get(&d.name) != Some(&d.hash))
 }
 
-/// The argument the agent's `state` takes to report the secrets it holds.
-pub fn state_arg() -> &'static str {
-    SECRETS_DIR
-}
-
-/// Installs `deliveries` on the host, each replaced atomically.
-pub async fn send(conn: &Connection, deliveries: &[Delivery]) -> Result<(), String> {
+/// Installs `deliveries` on the host (in the agent's `SECRETS`, which is
+/// `SECRETS_DIR`), each replaced atomically.
+pub async fn send(
+    conn: &Connection,
+    how: Agent<'_>,
+    owner: &str,
+    deliveries: &[Delivery],
+) -> Result<(), String> {
     let mut entries: Vec<Entry> = deliveries
         .iter()
         .map(|d| Entry {
@@ -94,15 +95,26 @@ pub async fn send(conn: &Connection, deliveries: &[Delivery]) -> Result<(), Stri
         .iter()
         .map(|d| format!("{}={}", d.name, d.owner))
         .collect();
-    let mut args = vec![SECRETS_DIR];
+    let mut args = vec![owner];
     args.extend(specs.iter().map(String::as_str));
+    let argv = how.argv("secrets", &conn.target.root, &args);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     conn.run(
         "deliver secrets",
-        &super::host::agent_argv("secrets", &conn.target.root, &args),
+        &argv,
         tar.expose(),
         super::host::STEP_TIMEOUT,
     )
     .await
     .map(|_| ())
     .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_agent_delivers_where_templates_look() {
+        let line = format!("\nSECRETS={}\n", crate::render::SECRETS_DIR);
+        assert!(super::super::AGENT.contains(&line));
+    }
 }

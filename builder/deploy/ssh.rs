@@ -3,11 +3,18 @@
 //! timeout on every step, and errors that name the host, the step and what
 //! the host said.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use openssh::{KnownHosts, Session, SessionBuilder};
-use tokio::io::AsyncWriteExt;
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+/// Seconds a master connection outlives its last channel: a sov that is
+/// killed leaves none behind for long. A connection idle for longer is gone
+/// (see [`Connection::idle`]).
+pub const CONTROL_PERSIST_SECS: usize = 15;
 
 /// Where and as whom sov reaches one host.
 #[derive(Debug, Clone)]
@@ -87,6 +94,8 @@ pub struct Client {
 pub struct Connection {
     pub target: Target,
     session: Session,
+    /// When its last command ended (its master exits CONTROL_PERSIST_SECS later).
+    idle_since: Mutex<Instant>,
 }
 
 impl Client {
@@ -99,6 +108,9 @@ impl Client {
             .control_directory(&self.control_dir)
             .connect_timeout(self.connect_timeout)
             .server_alive_interval(Duration::from_secs(5))
+            .control_persist(ControlPersist::IdleFor(
+                NonZeroUsize::new(CONTROL_PERSIST_SECS).unwrap_or(NonZeroUsize::MIN),
+            ))
             .config_file("/dev/null");
         if let Some(identity) = &self.identity {
             b.keyfile(identity);
@@ -131,6 +143,7 @@ impl Client {
         Ok(Connection {
             target: target.clone(),
             session,
+            idle_since: Mutex::new(Instant::now()),
         })
     }
 }
@@ -147,6 +160,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Connection {
+    /// How long no command has run over this connection.
+    pub fn idle(&self) -> Duration {
+        self.idle_since
+            .lock()
+            .map_or(Duration::MAX, |since| since.elapsed())
+    }
+
+    fn used(&self) {
+        if let Ok(mut since) = self.idle_since.lock() {
+            *since = Instant::now();
+        }
+    }
+
     /// Runs `argv` on the host (each word quoted for the remote shell),
     /// feeding it `stdin`; fails on a non-zero exit or after `timeout`.
     pub async fn run(
@@ -193,8 +219,9 @@ impl Connection {
             }
             child.wait_with_output().await
         };
-        let output = tokio::time::timeout(timeout, work)
-            .await
+        let output = tokio::time::timeout(timeout, work).await;
+        self.used();
+        let output = output
             .map_err(|_| SshError::Timeout {
                 host: host.clone(),
                 step,
@@ -208,23 +235,12 @@ impl Connection {
         if output.status.success() {
             return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
         }
-        let mut said = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        if said.is_empty() {
-            said = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        }
-        Err(SshError::Failed {
-            host,
-            step,
-            code: output
-                .status
-                .code()
-                .map_or("by signal".to_string(), |c| c.to_string()),
-            stderr: said,
-        })
+        Err(failed(&host, step, &output))
     }
 
     /// Starts a long-running command whose stdin sov keeps open (the host
-    /// lock); returns its first line of output.
+    /// lock) and returns, once it printed a line `end`, the lines before.
+    /// A command that ends instead fails with its status and what it said.
     pub async fn hold(
         &self,
         step: &'static str,
@@ -237,34 +253,45 @@ impl Connection {
             step,
             source,
         };
+        let timed_out = || SshError::Timeout {
+            host: host.clone(),
+            step,
+            secs: timeout.as_secs(),
+        };
         let mut command = self.session.command(argv[0]);
         command.args(&argv[1..]);
         command
             .stdin(openssh::Stdio::piped())
             .stdout(openssh::Stdio::piped())
-            .stderr(openssh::Stdio::null());
+            .stderr(openssh::Stdio::piped());
         let mut child = command.spawn().await.map_err(transport)?;
         let stdout = child.stdout().take();
-        let first = async {
-            use tokio::io::AsyncBufReadExt;
-            let mut line = String::new();
+        let read = async {
+            let mut lines = Vec::new();
             if let Some(out) = stdout {
-                let mut reader = tokio::io::BufReader::new(out);
-                reader.read_line(&mut line).await.ok();
+                let mut reader = tokio::io::BufReader::new(out).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    if line == "end" {
+                        return (lines, true);
+                    }
+                    lines.push(line);
+                }
             }
-            line
+            (lines, false)
         };
-        let line = tokio::time::timeout(timeout, first)
+        let (lines, held) = tokio::time::timeout(timeout, read)
             .await
-            .map_err(|_| SshError::Timeout {
-                host: host.clone(),
-                step,
-                secs: timeout.as_secs(),
-            })?;
-        Ok(Held {
-            child,
-            first_line: line.trim().to_string(),
-        })
+            .map_err(|_| timed_out())?;
+        self.used();
+        if held {
+            return Ok(Held { child, lines });
+        }
+        let mut output = tokio::time::timeout(timeout, child.wait_with_output())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(transport)?;
+        output.stdout = lines.join("\n").into_bytes();
+        Err(failed(&host, step, &output))
     }
 
     /// Runs `argv` on the host with its stdin and stdout joined to local
@@ -324,13 +351,41 @@ impl Connection {
     }
 }
 
-/// A remote command kept running until dropped (its stdin then closes).
+/// A step that failed on the host: its exit status and what it said (on
+/// stderr, or else on stdout).
+fn failed(host: &str, step: &'static str, output: &std::process::Output) -> SshError {
+    let mut said = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    if said.is_empty() {
+        said = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    }
+    SshError::Failed {
+        host: host.to_string(),
+        step,
+        code: output
+            .status
+            .code()
+            .map_or("by signal".to_string(), |c| c.to_string()),
+        stderr: said,
+    }
+}
+
+/// A remote command kept running until released (its stdin then closes).
 pub struct Held<'s> {
     child: openssh::Child<&'s Session>,
-    pub first_line: String,
+    /// What it printed before `end`.
+    pub lines: Vec<String>,
 }
 
 impl Held<'_> {
+    /// Sends the command one line on its stdin; best effort (a command that
+    /// is gone has nothing to do with it).
+    pub async fn tell(&mut self, line: &str) {
+        if let Some(input) = self.child.stdin().as_mut() {
+            let _ = input.write_all(format!("{line}\n").as_bytes()).await;
+            let _ = input.flush().await;
+        }
+    }
+
     /// Ends the command by closing its stdin, and waits for it.
     pub async fn release(mut self) {
         drop(self.child.stdin().take());

@@ -183,3 +183,15 @@ pub fn report(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("no JSON report; stderr:\n{}", stderr(out)))
 }
+
+/// Waits (up to 30 s) for the collection of old generations that a deploy
+/// leaves running in the background on `host` to end.
+pub fn wait_for_collection(host: &Host) {
+    let owner = host.root.join("var/lib/sov/lock.owner");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fs::read_to_string(&owner).is_ok_and(|o| o.starts_with("sov gc "))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
