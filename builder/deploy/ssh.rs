@@ -196,7 +196,6 @@ impl Connection {
         timeout: Duration,
         sent: &(dyn Fn(u64) + Sync),
     ) -> Result<String, SshError> {
-        let host = self.target.host.clone();
         let work = async {
             let mut command = self.session.command(argv[0]);
             command.args(&argv[1..]);
@@ -219,6 +218,19 @@ impl Connection {
             }
             child.wait_with_output().await
         };
+        let output = self.finish(step, timeout, work).await?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Waits for a remote command within `timeout`; a non-zero exit is an
+    /// error that says what the host said.
+    async fn finish(
+        &self,
+        step: &'static str,
+        timeout: Duration,
+        work: impl std::future::Future<Output = Result<std::process::Output, openssh::Error>>,
+    ) -> Result<std::process::Output, SshError> {
+        let host = &self.target.host;
         let output = tokio::time::timeout(timeout, work).await;
         self.used();
         let output = output
@@ -233,9 +245,10 @@ impl Connection {
                 source,
             })?;
         if output.status.success() {
-            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+            Ok(output)
+        } else {
+            Err(failed(host, step, &output))
         }
-        Err(failed(&host, step, &output))
     }
 
     /// Starts a long-running command whose stdin sov keeps open (the host
@@ -306,7 +319,6 @@ impl Connection {
         stdout: openssh::Stdio,
         timeout: Duration,
     ) -> Result<(), SshError> {
-        let host = self.target.host.clone();
         let work = async {
             let mut command = self.session.command(argv[0]);
             command.args(&argv[1..]);
@@ -320,30 +332,7 @@ impl Connection {
             drop(command);
             child.wait_with_output().await
         };
-        let output = tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| SshError::Timeout {
-                host: host.clone(),
-                step,
-                secs: timeout.as_secs(),
-            })?
-            .map_err(|source| SshError::Transport {
-                host: host.clone(),
-                step,
-                source,
-            })?;
-        if output.status.success() {
-            return Ok(());
-        }
-        Err(SshError::Failed {
-            host,
-            step,
-            code: output
-                .status
-                .code()
-                .map_or("by signal".to_string(), |c| c.to_string()),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        })
+        self.finish(step, timeout, work).await.map(|_| ())
     }
 
     pub async fn close(self) {
