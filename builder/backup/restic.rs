@@ -2,11 +2,12 @@
 //! on an inherited pipe (`--password-file /dev/fd/N`), never on a command
 //! line, in the environment or in a file.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use serde::Deserialize;
 
@@ -41,29 +42,77 @@ pub struct BackupSummary {
     pub total_bytes_processed: u64,
 }
 
-/// A restic child whose stdin or stdout sov connects elsewhere.
+/// A restic child whose stdin or stdout sov connects elsewhere. What it
+/// prints meanwhile is read as it comes: a pipe nobody reads fills up
+/// (64 KiB), and restic, blocked writing to it, would stop reading its
+/// stdin and the host's stream with it, for good.
 pub struct Running {
     pub child: Child,
     what: &'static str,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
 }
 
 impl Running {
     /// Waits for it; its stdout is the answer.
-    pub fn finish(self) -> Result<Output, BackupError> {
+    pub fn finish(mut self) -> Result<Output, BackupError> {
         let what = self.what;
-        let out = self
-            .child
-            .wait_with_output()
-            .map_err(|e| BackupError::Restic {
-                what,
-                message: e.to_string(),
-            })?;
+        let status = self.child.wait().map_err(|e| BackupError::Restic {
+            what,
+            message: e.to_string(),
+        })?;
+        let collect = |reader: Option<JoinHandle<Vec<u8>>>| {
+            reader.and_then(|r| r.join().ok()).unwrap_or_default()
+        };
+        let out = Output {
+            status,
+            stdout: collect(self.stdout.take()),
+            stderr: collect(self.stderr.take()),
+        };
         if out.status.success() {
             Ok(out)
         } else {
             Err(failed(what, &out))
         }
     }
+}
+
+/// Starts `cmd` (stdout and stderr piped) with the `end` the caller joins
+/// elsewhere handed back, and the other outputs read as they come.
+fn spawn(
+    mut cmd: Command,
+    what: &'static str,
+    end: End,
+) -> Result<(Running, OwnedFd), BackupError> {
+    if end == End::Input {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().map_err(|e| spawn_error(what, e))?;
+    let fd = match end {
+        End::Input => child.stdin.take().map(OwnedFd::from),
+        End::Output => child.stdout.take().map(OwnedFd::from),
+    }
+    .ok_or(BackupError::Restic {
+        what,
+        message: "no pipe to restic".into(),
+    })?;
+    let running = Running {
+        stdout: drain(child.stdout.take()),
+        stderr: drain(child.stderr.take()),
+        child,
+        what,
+    };
+    Ok((running, fd))
+}
+
+/// Reads `from` to its end on a thread of its own.
+fn drain(from: Option<impl Read + Send + 'static>) -> Option<JoinHandle<Vec<u8>>> {
+    let mut from = from?;
+    Some(std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = from.read_to_end(&mut bytes);
+        bytes
+    }))
 }
 
 impl Restic {
@@ -132,21 +181,10 @@ impl Restic {
         args: &[&str],
         end: End,
     ) -> Result<(Running, OwnedFd), BackupError> {
-        let (mut cmd, pipe) = self.command(args)?;
-        if end == End::Input {
-            cmd.stdin(Stdio::piped());
-        }
-        let mut child = cmd.spawn().map_err(|e| spawn_error(what, e))?;
+        let (cmd, pipe) = self.command(args)?;
+        let started = spawn(cmd, what, end);
         drop(pipe);
-        let fd = match end {
-            End::Input => child.stdin.take().map(OwnedFd::from),
-            End::Output => child.stdout.take().map(OwnedFd::from),
-        }
-        .ok_or(BackupError::Restic {
-            what,
-            message: "no pipe to restic".into(),
-        })?;
-        Ok((Running { child, what }, fd))
+        started
     }
 
     /// Creates the repository unless it exists; then proves the password
@@ -237,4 +275,30 @@ fn failed(what: &'static str, out: &Output) -> BackupError {
 /// The repository of `site` under the state directory.
 pub fn repo_path(state: &Path, site: &str) -> PathBuf {
     state.join("backups").join(site).join("repo")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child that prints more than a pipe holds before it reads its
+    /// input (restic's progress lines during a long backup) must not
+    /// stall the stream sov feeds it.
+    #[test]
+    fn a_child_that_prints_a_lot_keeps_reading_its_input() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "head -c 1000000 /dev/zero; head -c 1000000 /dev/zero >&2; wc -c",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let (running, input) = spawn(cmd, "test", End::Input).unwrap();
+        let mut input = std::fs::File::from(input);
+        input.write_all(&vec![b'x'; 1 << 20]).unwrap();
+        drop(input);
+        let out = running.finish().unwrap();
+        assert_eq!(out.stderr.len(), 1_000_000);
+        assert!(out.stdout.ends_with(b"1048576\n"));
+    }
 }
