@@ -2,6 +2,7 @@
 //! on an inherited pipe (`--password-file /dev/fd/N`), never on a command
 //! line, in the environment or in a file.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -187,20 +188,23 @@ impl Restic {
         started
     }
 
-    /// Creates the repository unless it exists; then proves the password
-    /// opens it.
-    pub fn open_or_init(&self) -> Result<(), BackupError> {
-        if !self.repo.join("config").exists() {
-            if let Some(parent) = self.repo.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| BackupError::Io {
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
-            }
-            self.run("create the repository", &["init"])?;
+    /// Creates the repository unless it exists, or else lists the
+    /// snapshots tagged `site_tag`: either proves the password opens it.
+    /// restic derives the key from the password once per run (scrypt,
+    /// about half a second), so a listing that doubles as the proof is one
+    /// run fewer for every command that needs both.
+    pub fn open_or_init(&self, site_tag: &str) -> Result<Vec<ResticSnapshot>, BackupError> {
+        if self.repo.join("config").exists() {
+            return self.snapshots(site_tag);
         }
-        self.run("open the repository", &["cat", "config"])
-            .map(|_| ())
+        if let Some(parent) = self.repo.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| BackupError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        self.run("create the repository", &["init"])?;
+        Ok(Vec::new())
     }
 
     pub fn snapshots(&self, site_tag: &str) -> Result<Vec<ResticSnapshot>, BackupError> {
@@ -246,6 +250,28 @@ pub fn summary(stdout: &[u8]) -> Option<BackupSummary> {
         .next_back()
 }
 
+/// The ids of the snapshots `restic forget --json` kept: the groups it
+/// prints first (prune's progress may follow as text); None if it printed
+/// no groups.
+pub fn kept(stdout: &[u8]) -> Option<BTreeSet<String>> {
+    #[derive(Deserialize)]
+    struct Group {
+        #[serde(default)]
+        keep: Option<Vec<ResticSnapshot>>,
+    }
+    let groups: Vec<Group> = serde_json::Deserializer::from_slice(stdout)
+        .into_iter()
+        .next()?
+        .ok()?;
+    Some(
+        groups
+            .into_iter()
+            .flat_map(|g| g.keep.unwrap_or_default())
+            .map(|s| s.id)
+            .collect(),
+    )
+}
+
 fn spawn_error(what: &'static str, e: std::io::Error) -> BackupError {
     if e.kind() == std::io::ErrorKind::NotFound {
         BackupError::NoRestic
@@ -280,6 +306,18 @@ pub fn repo_path(state: &Path, site: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forget_output_names_the_snapshots_kept() {
+        let said = br#"[{"tags":null,"host":"h","paths":null,"keep":[{"time":"t","hostname":"h","id":"9e74","short_id":"9e"}],"remove":[{"time":"t","hostname":"h","id":"1ccb","short_id":"1c"}]},{"host":"g","keep":[{"time":"t","hostname":"g","id":"77aa","short_id":"77"}],"remove":null}]
+loading indexes...
+this removes:          0 b
+"#;
+        let ids: Vec<String> = kept(said).unwrap().into_iter().collect();
+        assert_eq!(ids, ["77aa", "9e74"]);
+        assert_eq!(kept(b"[]\n").unwrap().len(), 0);
+        assert!(kept(b"loading indexes...\n").is_none());
+    }
 
     /// A child that prints more than a pipe holds before it reads its
     /// input (restic's progress lines during a long backup) must not
