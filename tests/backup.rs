@@ -206,6 +206,20 @@ fn restore_puts_data_and_generation_back_together() {
     printed.extend(out.stdout.iter().chain(&out.stderr));
     assert_eq!(listing(&lab, host), at_one);
     assert_eq!(current(host), Some(1));
+    // The old copy goes in the background, and nothing else goes with it.
+    let srv = host.root.join("srv");
+    let left = || -> Vec<String> {
+        fs::read_dir(&srv)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "app")
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !left().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(left(), Vec::<String>::new(), "the old data was not removed");
     assert!(host.root.join("var/lib/sov/confirmed/1").exists());
 
     // The repository is sound; the secret is in no tag, listing or output.

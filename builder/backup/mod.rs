@@ -139,6 +139,9 @@ pub struct Repository {
     dir: PathBuf,
     /// Hosts backed up in parallel record into one index.
     index: std::sync::Mutex<()>,
+    /// The snapshots as opening the repository listed them, for the first
+    /// `list` (a backup or a forget makes it stale).
+    listed: std::sync::Mutex<Option<Vec<restic::ResticSnapshot>>>,
 }
 
 impl Repository {
@@ -154,21 +157,25 @@ impl Repository {
         let (password, _) = vault.get_or_generate(site, &name)?;
         let dir = state.join("backups").join(site.as_str());
         let restic = Restic::new(restic::repo_path(state, site.as_str()), password);
-        restic.open_or_init()?;
+        let listed = restic.open_or_init(&Tags::site_tag(site.as_str()))?;
         Ok(Repository {
             site: site.clone(),
             restic,
             dir,
             index: std::sync::Mutex::new(()),
+            listed: std::sync::Mutex::new(Some(listed)),
         })
     }
 
     /// Every backup of the site, oldest first.
     pub fn list(&self) -> Result<Vec<Backup>, BackupError> {
         let index = read_index(&self.dir)?;
-        let mut backups: Vec<Backup> = self
-            .restic
-            .snapshots(&Tags::site_tag(self.site.as_str()))?
+        let listed = self.listed.lock().ok().and_then(|mut l| l.take());
+        let snapshots = match listed {
+            Some(s) => s,
+            None => self.restic.snapshots(&Tags::site_tag(self.site.as_str()))?,
+        };
+        let mut backups: Vec<Backup> = snapshots
             .into_iter()
             .filter_map(|s| {
                 let tags = Tags::from_restic(&s.tags)?;
@@ -241,6 +248,7 @@ impl Repository {
 
     /// Records a new backup in the index.
     pub fn record(&self, backup: Taken) -> Result<(), BackupError> {
+        self.forget_listing();
         let _guard = self.index.lock();
         let mut index = read_index(&self.dir)?;
         index.retain(|b| b.id != backup.id);
@@ -260,6 +268,7 @@ impl Repository {
         let site_tag = Tags::site_tag(self.site.as_str());
         let mut args: Vec<String> = vec![
             "forget".into(),
+            "--json".into(),
             "--tag".into(),
             site_tag,
             "--group-by".into(),
@@ -273,12 +282,24 @@ impl Repository {
             }
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.restic.run("forget old backups", &args)?;
-        let live: BTreeSet<String> = self.list()?.into_iter().map(|b| b.id).collect();
+        self.forget_listing();
+        let said = self.restic.run("forget old backups", &args)?;
+        // What forget keeps is what remains; listing it again would cost
+        // another run of restic.
+        let live: BTreeSet<String> = match restic::kept(&said) {
+            Some(kept) => kept,
+            None => self.list()?.into_iter().map(|b| b.id).collect(),
+        };
         let _guard = self.index.lock();
         let mut index = read_index(&self.dir)?;
         index.retain(|b| live.iter().any(|id| id.starts_with(&b.id)));
         write_index(&self.dir, &index)
+    }
+
+    fn forget_listing(&self) {
+        if let Ok(mut listed) = self.listed.lock() {
+            *listed = None;
+        }
     }
 
     /// `restic check`, reading back `subset` of the data (`10%`).

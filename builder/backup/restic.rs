@@ -2,11 +2,13 @@
 //! on an inherited pipe (`--password-file /dev/fd/N`), never on a command
 //! line, in the environment or in a file.
 
-use std::io::Write;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use serde::Deserialize;
 
@@ -41,29 +43,77 @@ pub struct BackupSummary {
     pub total_bytes_processed: u64,
 }
 
-/// A restic child whose stdin or stdout sov connects elsewhere.
+/// A restic child whose stdin or stdout sov connects elsewhere. What it
+/// prints meanwhile is read as it comes: a pipe nobody reads fills up
+/// (64 KiB), and restic, blocked writing to it, would stop reading its
+/// stdin and the host's stream with it, for good.
 pub struct Running {
     pub child: Child,
     what: &'static str,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
 }
 
 impl Running {
     /// Waits for it; its stdout is the answer.
-    pub fn finish(self) -> Result<Output, BackupError> {
+    pub fn finish(mut self) -> Result<Output, BackupError> {
         let what = self.what;
-        let out = self
-            .child
-            .wait_with_output()
-            .map_err(|e| BackupError::Restic {
-                what,
-                message: e.to_string(),
-            })?;
+        let status = self.child.wait().map_err(|e| BackupError::Restic {
+            what,
+            message: e.to_string(),
+        })?;
+        let collect = |reader: Option<JoinHandle<Vec<u8>>>| {
+            reader.and_then(|r| r.join().ok()).unwrap_or_default()
+        };
+        let out = Output {
+            status,
+            stdout: collect(self.stdout.take()),
+            stderr: collect(self.stderr.take()),
+        };
         if out.status.success() {
             Ok(out)
         } else {
             Err(failed(what, &out))
         }
     }
+}
+
+/// Starts `cmd` (stdout and stderr piped) with the `end` the caller joins
+/// elsewhere handed back, and the other outputs read as they come.
+fn spawn(
+    mut cmd: Command,
+    what: &'static str,
+    end: End,
+) -> Result<(Running, OwnedFd), BackupError> {
+    if end == End::Input {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().map_err(|e| spawn_error(what, e))?;
+    let fd = match end {
+        End::Input => child.stdin.take().map(OwnedFd::from),
+        End::Output => child.stdout.take().map(OwnedFd::from),
+    }
+    .ok_or(BackupError::Restic {
+        what,
+        message: "no pipe to restic".into(),
+    })?;
+    let running = Running {
+        stdout: drain(child.stdout.take()),
+        stderr: drain(child.stderr.take()),
+        child,
+        what,
+    };
+    Ok((running, fd))
+}
+
+/// Reads `from` to its end on a thread of its own.
+fn drain(from: Option<impl Read + Send + 'static>) -> Option<JoinHandle<Vec<u8>>> {
+    let mut from = from?;
+    Some(std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = from.read_to_end(&mut bytes);
+        bytes
+    }))
 }
 
 impl Restic {
@@ -132,37 +182,29 @@ impl Restic {
         args: &[&str],
         end: End,
     ) -> Result<(Running, OwnedFd), BackupError> {
-        let (mut cmd, pipe) = self.command(args)?;
-        if end == End::Input {
-            cmd.stdin(Stdio::piped());
-        }
-        let mut child = cmd.spawn().map_err(|e| spawn_error(what, e))?;
+        let (cmd, pipe) = self.command(args)?;
+        let started = spawn(cmd, what, end);
         drop(pipe);
-        let fd = match end {
-            End::Input => child.stdin.take().map(OwnedFd::from),
-            End::Output => child.stdout.take().map(OwnedFd::from),
-        }
-        .ok_or(BackupError::Restic {
-            what,
-            message: "no pipe to restic".into(),
-        })?;
-        Ok((Running { child, what }, fd))
+        started
     }
 
-    /// Creates the repository unless it exists; then proves the password
-    /// opens it.
-    pub fn open_or_init(&self) -> Result<(), BackupError> {
-        if !self.repo.join("config").exists() {
-            if let Some(parent) = self.repo.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| BackupError::Io {
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
-            }
-            self.run("create the repository", &["init"])?;
+    /// Creates the repository unless it exists, or else lists the
+    /// snapshots tagged `site_tag`: either proves the password opens it.
+    /// restic derives the key from the password once per run (scrypt,
+    /// about half a second), so a listing that doubles as the proof is one
+    /// run fewer for every command that needs both.
+    pub fn open_or_init(&self, site_tag: &str) -> Result<Vec<ResticSnapshot>, BackupError> {
+        if self.repo.join("config").exists() {
+            return self.snapshots(site_tag);
         }
-        self.run("open the repository", &["cat", "config"])
-            .map(|_| ())
+        if let Some(parent) = self.repo.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| BackupError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        self.run("create the repository", &["init"])?;
+        Ok(Vec::new())
     }
 
     pub fn snapshots(&self, site_tag: &str) -> Result<Vec<ResticSnapshot>, BackupError> {
@@ -208,6 +250,28 @@ pub fn summary(stdout: &[u8]) -> Option<BackupSummary> {
         .next_back()
 }
 
+/// The ids of the snapshots `restic forget --json` kept: the groups it
+/// prints first (prune's progress may follow as text); None if it printed
+/// no groups.
+pub fn kept(stdout: &[u8]) -> Option<BTreeSet<String>> {
+    #[derive(Deserialize)]
+    struct Group {
+        #[serde(default)]
+        keep: Option<Vec<ResticSnapshot>>,
+    }
+    let groups: Vec<Group> = serde_json::Deserializer::from_slice(stdout)
+        .into_iter()
+        .next()?
+        .ok()?;
+    Some(
+        groups
+            .into_iter()
+            .flat_map(|g| g.keep.unwrap_or_default())
+            .map(|s| s.id)
+            .collect(),
+    )
+}
+
 fn spawn_error(what: &'static str, e: std::io::Error) -> BackupError {
     if e.kind() == std::io::ErrorKind::NotFound {
         BackupError::NoRestic
@@ -237,4 +301,42 @@ fn failed(what: &'static str, out: &Output) -> BackupError {
 /// The repository of `site` under the state directory.
 pub fn repo_path(state: &Path, site: &str) -> PathBuf {
     state.join("backups").join(site).join("repo")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forget_output_names_the_snapshots_kept() {
+        let said = br#"[{"tags":null,"host":"h","paths":null,"keep":[{"time":"t","hostname":"h","id":"9e74","short_id":"9e"}],"remove":[{"time":"t","hostname":"h","id":"1ccb","short_id":"1c"}]},{"host":"g","keep":[{"time":"t","hostname":"g","id":"77aa","short_id":"77"}],"remove":null}]
+loading indexes...
+this removes:          0 b
+"#;
+        let ids: Vec<String> = kept(said).unwrap().into_iter().collect();
+        assert_eq!(ids, ["77aa", "9e74"]);
+        assert_eq!(kept(b"[]\n").unwrap().len(), 0);
+        assert!(kept(b"loading indexes...\n").is_none());
+    }
+
+    /// A child that prints more than a pipe holds before it reads its
+    /// input (restic's progress lines during a long backup) must not
+    /// stall the stream sov feeds it.
+    #[test]
+    fn a_child_that_prints_a_lot_keeps_reading_its_input() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "head -c 1000000 /dev/zero; head -c 1000000 /dev/zero >&2; wc -c",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let (running, input) = spawn(cmd, "test", End::Input).unwrap();
+        let mut input = std::fs::File::from(input);
+        input.write_all(&vec![b'x'; 1 << 20]).unwrap();
+        drop(input);
+        let out = running.finish().unwrap();
+        assert_eq!(out.stderr.len(), 1_000_000);
+        assert!(out.stdout.ends_with(b"1048576\n"));
+    }
 }

@@ -308,8 +308,8 @@ backup)
 restore)
 	# restore OWNER GEN PATHS...: stdin is a backup's tar of PATHS. Stops the
 	# current generation's services, moves each path aside, unpacks the tar
-	# at / (owners, modes, symlinks, times) and drops the old copies; if the
-	# stream breaks, the old copies come back. When GEN is already current,
+	# at / (owners, modes, symlinks, times) and removes the old copies in
+	# the background; if the stream breaks, the old copies come back. When GEN is already current,
 	# starts the services and runs the health checks; otherwise the switch to
 	# GEN that follows does.
 	hold_busy "restore for ${1:?owner}"
@@ -341,7 +341,15 @@ restore)
 		die "the backup stream broke: the data is as it was before the restore"
 	fi
 	sync
-	for p; do rm -rf "$p.sov-old"; done
+	# The new data is durable: the old copies go, renamed out of the way and
+	# removed in the background (with any an earlier restore left behind),
+	# so that the services need not wait the seconds it takes to unlink
+	# tens of thousands of files.
+	for p; do
+		if [ -e "$p.sov-old" ]; then mv -T "$p.sov-old" "$p.sov-trash.$$"; fi
+	done
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	setsid sh -c 'for p; do rm -rf "$p".sov-trash.*; done' sov-trash "$@" </dev/null >/dev/null 2>&1 &
 	if [ -n "$script" ] && [ "$cur" = "$gen" ]; then
 		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" start >&2
 		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" check >&2

@@ -26,9 +26,11 @@ pub async fn back_up(
     let host = &conn.target.host;
     let filename = format!("{}.tar", tags.host);
     let restic_tags = tags.to_restic();
+    // --quiet: the summary only, not a status line 60 times a second.
     let mut args = vec![
         "backup",
         "--json",
+        "--quiet",
         "--stdin",
         "--stdin-filename",
         &filename,
