@@ -137,6 +137,16 @@ fn secrets_reach_the_hosts_tmpfs_and_nowhere_else() {
     assert!(out.status.success(), "{}", stderr(&out));
     printed.extend(out.stdout.iter().chain(&out.stderr));
 
+    // A host name that is not in the site stops the deploy before any
+    // secret is generated.
+    let out = stack.deploy(&["--hosts", &format!("{},nosuch", host.name)]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nosuch"), "{}", stderr(&out));
+    assert_eq!(
+        state_of(&secret_list(&stack), "db-password"),
+        "generated-on-deploy"
+    );
+
     let out = stack.deploy(&[]);
     assert!(out.status.success(), "deploy: {}", stderr(&out));
     printed.extend(out.stdout.iter().chain(&out.stderr));

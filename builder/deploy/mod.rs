@@ -159,6 +159,13 @@ pub fn deploy(
         batch.commit()?;
     }
     let site_manifest: SiteManifest = read_json(&store, &record.manifest)?;
+    // Before any secret is decrypted or generated: bad input writes nothing.
+    for name in &options.hosts {
+        if !site_manifest.hosts.iter().any(|h| &h.name == name) {
+            let known = site_manifest.hosts.iter().map(|h| h.name.as_str());
+            return Err(unknown_host(site, name, known));
+        }
+    }
     let vault = Vault::open(state, options.age_identity.clone());
     let missing_secrets = match options.mode {
         Mode::Apply => secrets::Missing::Generate,
@@ -189,20 +196,6 @@ pub fn deploy(
                 secrets,
             },
         ));
-    }
-    for name in &options.hosts {
-        if !site_manifest.hosts.iter().any(|h| &h.name == name) {
-            return Err(DeployError::UnknownHost {
-                site: site.to_string(),
-                name: name.clone(),
-                known: site_manifest
-                    .hosts
-                    .iter()
-                    .map(|h| h.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
     }
 
     // The repository opens (or is created) before any host is touched: a
@@ -333,6 +326,14 @@ fn pick(
     }
 }
 
+fn unknown_host<'a>(site: &str, name: &str, known: impl Iterator<Item = &'a str>) -> DeployError {
+    DeployError::UnknownHost {
+        site: site.to_string(),
+        name: name.to_string(),
+        known: known.collect::<Vec<_>>().join(", "),
+    }
+}
+
 fn target(stack: &Stack, site: &SiteName, host: &str) -> Result<Target, DeployError> {
     let s = stack
         .site(site.as_str())
@@ -341,15 +342,9 @@ fn target(stack: &Stack, site: &SiteName, host: &str) -> Result<Target, DeployEr
         .hosts
         .iter()
         .find(|h| h.name.as_str() == host)
-        .ok_or_else(|| DeployError::UnknownHost {
-            site: site.to_string(),
-            name: host.to_string(),
-            known: s
-                .hosts
-                .iter()
-                .map(|h| h.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+        .ok_or_else(|| {
+            let known = s.hosts.iter().map(|h| h.name.as_str());
+            unknown_host(site.as_str(), host, known)
         })?;
     let address = h.ssh_address();
     Ok(Target {

@@ -56,6 +56,10 @@ fn open(root: &Path, state: &Path, site: &str, options: &Options) -> Result<Site
         .find(|s| s.as_str() == site)
         .cloned()
         .ok_or_else(|| DeployError::UnknownSite(site.to_string()))?;
+    // Before the repository is opened (or created): bad input writes nothing.
+    for wanted in &options.hosts {
+        target(&stack, &name, wanted)?;
+    }
     let store = Store::open(state)?;
     let vault = Vault::open(state, options.age_identity.clone());
     let repo = Repository::open(state, &vault, &name)?;
@@ -91,9 +95,6 @@ pub fn backup_site(
         if options.hosts.is_empty() || options.hosts.contains(&h.name.to_string()) {
             targets.push(target(&stack, &name, h.name.as_str())?);
         }
-    }
-    for wanted in &options.hosts {
-        target(&stack, &name, wanted)?;
     }
     let dir = RunDir::create(state, &targets, options.identity.clone())?;
     let client = Arc::new(dir.client.clone());
@@ -205,9 +206,6 @@ pub fn restore(
         store,
         repo,
     } = open(root, state, site, options)?;
-    for wanted in &options.hosts {
-        target(&stack, &name, wanted)?;
-    }
     let chosen: Vec<Backup> = repo
         .select(backup_id)?
         .into_iter()
