@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::HostName;
 use crate::render::Kind;
 use crate::store::{Digest, ObjectName};
 
@@ -57,7 +58,7 @@ pub struct HostManifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretEntry {
-    pub name: String,
+    pub name: HostName,
     pub owner: String,
     /// sov generates a value when the operator has set none.
     pub generate: bool,

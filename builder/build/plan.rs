@@ -282,7 +282,7 @@ pub fn plan_site(
                     .secrets
                     .iter()
                     .map(|s| SecretEntry {
-                        name: s.name.to_string(),
+                        name: s.name.clone(),
                         owner: s.owner.clone(),
                         generate: s.generate,
                     })

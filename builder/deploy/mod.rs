@@ -171,6 +171,7 @@ pub fn deploy(
         Mode::Apply => secrets::Missing::Generate,
         Mode::DryRun => secrets::Missing::Skip,
     };
+    let mut values = secrets::Values::new(&vault, &site_name, missing_secrets);
     let mut work = Vec::new();
     for entry in &site_manifest.hosts {
         if !options.hosts.is_empty() && !options.hosts.contains(&entry.name) {
@@ -185,7 +186,7 @@ pub fn deploy(
         objects.insert(entry.manifest.clone());
         objects.insert(agent.clone());
         let target = target(&stack, &site_name, &entry.name)?;
-        let secrets = secrets::for_host(&vault, &site_name, &manifest, missing_secrets)?;
+        let secrets = values.for_host(&manifest)?;
         work.push((
             target,
             host::Goal {

@@ -30,36 +30,67 @@ pub enum Missing {
     Skip,
 }
 
-/// The secrets `manifest` names, with their values; generated ones that
-/// have no value yet get one (stored encrypted) unless `missing` says skip.
-pub fn for_host(
-    vault: &Vault,
-    site: &SiteName,
-    manifest: &HostManifest,
+/// The values of a site's secrets for one deploy: each decrypted, or
+/// generated, once however many hosts need it (one `age` run each).
+pub struct Values<'a> {
+    vault: &'a Vault,
+    site: &'a SiteName,
     missing: Missing,
-) -> Result<Vec<Delivery>, SecretError> {
-    let mut deliveries = Vec::new();
-    for s in &manifest.secrets {
-        let name = HostName::try_from(s.name.clone()).map_err(|_| SecretError::NotSet {
-            site: site.to_string(),
-            name: s.name.clone(),
-        })?;
-        let value = if s.generate && !vault.is_set(site, &name) {
-            match missing {
-                Missing::Skip => continue,
-                Missing::Generate => vault.get_or_generate(site, &name)?.0,
+    /// Name to the value and its blake3; None for one a dry run skips.
+    known: BTreeMap<HostName, Option<(Arc<SecretValue>, String)>>,
+}
+
+impl<'a> Values<'a> {
+    pub fn new(vault: &'a Vault, site: &'a SiteName, missing: Missing) -> Values<'a> {
+        Values {
+            vault,
+            site,
+            missing,
+            known: BTreeMap::new(),
+        }
+    }
+
+    /// The secrets `manifest` names, with their values; generated ones that
+    /// have no value yet get one (stored encrypted) unless `missing` says skip.
+    pub fn for_host(&mut self, manifest: &HostManifest) -> Result<Vec<Delivery>, SecretError> {
+        let mut deliveries = Vec::new();
+        for s in &manifest.secrets {
+            let known = match self.known.get(&s.name) {
+                Some(known) => known.clone(),
+                None => {
+                    let known = self.value(&s.name, s.generate)?;
+                    self.known.insert(s.name.clone(), known.clone());
+                    known
+                }
+            };
+            if let Some((value, hash)) = known {
+                deliveries.push(Delivery {
+                    name: s.name.to_string(),
+                    owner: s.owner.clone(),
+                    value,
+                    hash,
+                });
+            }
+        }
+        Ok(deliveries)
+    }
+
+    fn value(
+        &self,
+        name: &HostName,
+        generate: bool,
+    ) -> Result<Option<(Arc<SecretValue>, String)>, SecretError> {
+        let value = if generate && !self.vault.is_set(self.site, name) {
+            match self.missing {
+                Missing::Skip => return Ok(None),
+                Missing::Generate => self.vault.get_or_generate(self.site, name)?.0,
             }
         } else {
-            vault.get(site, &name)?
+            self.vault.get(self.site, name)?
         };
-        deliveries.push(Delivery {
-            name: s.name.clone(),
-            owner: s.owner.clone(),
-            hash: blake3::hash(value.expose()).to_hex().to_string(),
-            value: Arc::new(value),
-        });
+        let hash = blake3::hash(value.expose()).to_hex().to_string();
+        Ok(Some((Arc::new(value), hash)))
     }
-    Ok(deliveries)
 }
 
 /// Whether the host lacks any of `deliveries` or holds another value.
