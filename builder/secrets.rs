@@ -74,13 +74,11 @@ pub fn declared(
     stack: &Stack,
     site: &str,
 ) -> Result<(SiteName, BTreeMap<HostName, Declared>), SecretError> {
-    let (name, loaded) = stack
-        .sites
-        .iter()
-        .find(|(n, _)| n.as_str() == site)
+    let site = stack
+        .site(site)
         .ok_or_else(|| SecretError::UnknownSite(site.to_string()))?;
     let mut declared: BTreeMap<HostName, Declared> = BTreeMap::new();
-    for host in &loaded.value.hosts {
+    for host in &site.hosts {
         let Some(image) = stack.image(host.image.as_str()) else {
             continue;
         };
@@ -94,20 +92,15 @@ pub fn declared(
         }
     }
     // The site's backup repository opens with a generated secret of its own.
-    let keeps_data = loaded.value.hosts.iter().any(|h| {
-        stack
-            .image(h.image.as_str())
-            .is_some_and(|i| i.data.is_some())
-    });
-    if keeps_data {
-        if let Ok(password) = HostName::try_from(crate::backup::PASSWORD_SECRET.to_string()) {
-            declared.entry(password).or_insert(Declared {
+    if stack.keeps_data(site) {
+        declared
+            .entry(crate::backup::password_secret())
+            .or_insert(Declared {
                 generate: true,
                 hosts: Vec::new(),
             });
-        }
     }
-    Ok((name.clone(), declared))
+    Ok((site.name.clone(), declared))
 }
 
 /// A secret's value: printed and debugged as `<redacted>`, zeroed when dropped.

@@ -426,7 +426,7 @@ impl Bench<'_> {
     }
 
     fn sov_repo(&self) -> PathBuf {
-        restic::repo_path(&self.stack.root().join(".sov"), "lab")
+        self.stack.root().join(".sov/backups/lab/repo")
     }
 
     /// `sov backup lab`: the data host's snapshot id.

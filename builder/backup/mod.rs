@@ -19,7 +19,12 @@ use crate::secrets::{SecretError, Vault};
 pub use restic::Restic;
 
 /// The secret that opens a site's repository (generated on first use).
-pub const PASSWORD_SECRET: &str = "backup-password";
+const PASSWORD_SECRET: &str = "backup-password";
+
+/// The name of the secret that opens a site's repository.
+pub fn password_secret() -> HostName {
+    HostName::try_from(PASSWORD_SECRET.to_string()).expect("backup-password is a valid name")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -149,14 +154,9 @@ impl Repository {
     /// anything else is done if restic is missing or the password is wrong.
     pub fn open(state: &Path, vault: &Vault, site: &SiteName) -> Result<Repository, BackupError> {
         restic::available()?;
-        let name =
-            HostName::try_from(PASSWORD_SECRET.to_string()).map_err(|_| BackupError::Restic {
-                what: "name the password",
-                message: PASSWORD_SECRET.into(),
-            })?;
-        let (password, _) = vault.get_or_generate(site, &name)?;
-        let dir = state.join("backups").join(site.as_str());
-        let restic = Restic::new(restic::repo_path(state, site.as_str()), password);
+        let (password, _) = vault.get_or_generate(site, &password_secret())?;
+        let dir = site_dir(state, site.as_str());
+        let restic = Restic::new(dir.join("repo"), password);
         let listed = restic.open_or_init(&Tags::site_tag(site.as_str()))?;
         Ok(Repository {
             site: site.clone(),
@@ -323,11 +323,15 @@ pub fn run_name(kind: &str) -> String {
 
 /// Generations that kept backups of `site` belong to: `sov gc` keeps them.
 pub fn pinned_generations(state: &Path, site: &str) -> Result<BTreeSet<u64>, BackupError> {
-    let dir = state.join("backups").join(site);
-    Ok(read_index(&dir)?
+    Ok(read_index(&site_dir(state, site))?
         .into_iter()
         .map(|b| b.tags.generation)
         .collect())
+}
+
+/// Where a site's backups live: `repo/` (restic's) and `index.json`.
+fn site_dir(state: &Path, site: &str) -> PathBuf {
+    state.join("backups").join(site)
 }
 
 fn index_path(dir: &Path) -> PathBuf {

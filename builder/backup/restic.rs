@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -28,7 +28,6 @@ pub struct ResticSnapshot {
     pub id: String,
     pub short_id: String,
     pub time: String,
-    pub hostname: String,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -296,11 +295,6 @@ fn failed(what: &'static str, out: &Output) -> BackupError {
             said
         },
     }
-}
-
-/// The repository of `site` under the state directory.
-pub fn repo_path(state: &Path, site: &str) -> PathBuf {
-    state.join("backups").join(site).join("repo")
 }
 
 #[cfg(test)]

@@ -141,12 +141,10 @@ pub fn deploy(
     options: &Options,
 ) -> Result<Report, DeployError> {
     let stack = Stack::load(root).map_err(DeployError::Input)?;
-    let site_name = stack
-        .sites
-        .keys()
-        .find(|s| s.as_str() == site)
-        .cloned()
+    let site_def = stack
+        .site(site)
         .ok_or_else(|| DeployError::UnknownSite(site.to_string()))?;
+    let site_name = site_def.name.clone();
     let profile = Profile::open(state, &site_name);
     let record = pick(&profile, &site_name, which)?;
 
@@ -201,19 +199,14 @@ pub fn deploy(
 
     // The repository opens (or is created) before any host is touched: a
     // missing restic or a wrong password stops the deploy here.
-    let keeps_data = stack.site(site_name.as_str()).is_some_and(|s| {
-        s.hosts.iter().any(|h| {
-            stack
-                .image(h.image.as_str())
-                .is_some_and(|i| i.data.is_some())
-        })
-    });
-    let repo =
-        if options.backups == Backups::BeforeSwitch && options.mode == Mode::Apply && keeps_data {
-            Some(Arc::new(Repository::open(state, &vault, &site_name)?))
-        } else {
-            None
-        };
+    let repo = if options.backups == Backups::BeforeSwitch
+        && options.mode == Mode::Apply
+        && stack.keeps_data(site_def)
+    {
+        Some(Arc::new(Repository::open(state, &vault, &site_name)?))
+    } else {
+        None
+    };
 
     let targets: Vec<Target> = work.iter().map(|(t, _)| t.clone()).collect();
     let dir = RunDir::create(state, &targets, options.identity.clone())?;

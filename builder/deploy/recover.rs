@@ -51,11 +51,10 @@ struct Site {
 fn open(root: &Path, state: &Path, site: &str, options: &Options) -> Result<Site, DeployError> {
     let stack = Stack::load(root).map_err(DeployError::Input)?;
     let name = stack
-        .sites
-        .keys()
-        .find(|s| s.as_str() == site)
-        .cloned()
-        .ok_or_else(|| DeployError::UnknownSite(site.to_string()))?;
+        .site(site)
+        .ok_or_else(|| DeployError::UnknownSite(site.to_string()))?
+        .name
+        .clone();
     // Before the repository is opened (or created): bad input writes nothing.
     for wanted in &options.hosts {
         target(&stack, &name, wanted)?;

@@ -57,4 +57,12 @@ impl Stack {
     pub fn image(&self, name: &str) -> Option<&Image> {
         self.images.get(name).map(|i| &i.value)
     }
+
+    /// Whether any host of `site` runs an image that declares data to back up.
+    pub fn keeps_data(&self, site: &Site) -> bool {
+        site.hosts.iter().any(|h| {
+            self.image(h.image.as_str())
+                .is_some_and(|i| i.data.is_some())
+        })
+    }
 }
