@@ -47,7 +47,6 @@ pub async fn back_up(
     let mut args = vec![owner];
     args.extend(paths.iter().map(String::as_str));
     let argv = how.argv("backup", &conn.target.root, &args);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let streamed = conn
         .stream(
             "back up data",
@@ -114,7 +113,6 @@ pub async fn restore(
     let mut args = vec![owner, &generation];
     args.extend(paths.iter().map(String::as_str));
     let argv = how.argv("restore", &conn.target.root, &args);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let streamed = conn
         .stream(
             "restore data",

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::backup;
 use super::progress::Progress;
 use super::secrets::{self, Delivery};
-use super::ssh::{Client, Connection, SshError, Target, CONTROL_PERSIST_SECS};
+use super::ssh::{Client, Connection, Held, SshError, Target, CONTROL_PERSIST_SECS};
 use super::AGENT;
 use crate::backup::{Repository, Tags};
 use crate::build::gc::read_json;
@@ -125,7 +125,6 @@ async fn agent(
     timeout: Duration,
 ) -> Result<String, SshError> {
     let argv = how.argv(command, &conn.target.root, args);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     conn.run(step, &argv, stdin, timeout).await
 }
 
@@ -435,20 +434,7 @@ async fn locked(
         ..
     } = job;
     job.progress.step(&target.host, "take the host lock");
-    let argv = how.argv("hold-lock", &target.root, &[owner]);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let mut lock = match conn.hold("take the host lock", &argv, LOCK_TIMEOUT).await {
-        Ok(lock) => lock,
-        Err(SshError::Failed { code, stderr, .. }) if code == LOCKED_BY_ANOTHER => {
-            let who = stderr.strip_prefix("locked by ").unwrap_or(&stderr);
-            return Err(format!(
-                "{}: another deploy holds the host lock ({who})",
-                target.host
-            ));
-        }
-        Err(e) => return Err(e.to_string()),
-    };
-    let host = parse_state(lock.lines.iter().map(String::as_str));
+    let (mut lock, host) = take_lock(conn, how, owner).await?;
     let result = switch(job, conn, how, &host, report).await;
     if matches!(report.outcome, Outcome::Switched) {
         lock.tell(&format!("gc {HOST_KEEP} {}", goal.agent)).await;
@@ -535,7 +521,6 @@ async fn switch(
         job.progress.step(&target.host, "receive objects");
         let total = stream.len() as u64;
         let argv = how.argv("receive", &target.root, &args);
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         conn.run_reporting("receive objects", &argv, &stream, STEP_TIMEOUT, &|sent| {
             job.progress.sent(&target.host, sent, total)
         })
@@ -670,30 +655,49 @@ pub async fn with_lock<T>(
     client: &Client,
     target: &Target,
     owner: &str,
+    agent: &ObjectName,
     work: impl AsyncFnOnce(&Connection, Agent<'_>, &HostState) -> Result<T, String>,
 ) -> Result<T, String> {
     let conn = client.connect(target).await.map_err(|e| e.to_string())?;
-    let how = Agent::Inline;
-    let argv = how.argv("hold-lock", &target.root, &[owner]);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let result = match conn.hold("take the host lock", &argv, LOCK_TIMEOUT).await {
-        Ok(lock) => {
-            let host = parse_state(lock.lines.iter().map(String::as_str));
+    let result = match take_lock(&conn, Agent::Inline, owner).await {
+        Ok((lock, host)) => {
+            let how = if host.objects.contains(&agent.to_string()) {
+                Agent::Stored(agent)
+            } else {
+                Agent::Inline
+            };
             let result = work(&conn, how, &host).await;
             lock.release().await;
             result
+        }
+        Err(e) => Err(e),
+    };
+    conn.close().await;
+    result
+}
+
+/// Takes the host lock for `owner` (held until the returned `Held` is
+/// released or the connection ends) and, with it, the host's state.
+async fn take_lock<'c>(
+    conn: &'c Connection,
+    how: Agent<'_>,
+    owner: &str,
+) -> Result<(Held<'c>, HostState), String> {
+    let argv = how.argv("hold-lock", &conn.target.root, &[owner]);
+    match conn.hold("take the host lock", &argv, LOCK_TIMEOUT).await {
+        Ok(lock) => {
+            let host = parse_state(lock.lines.iter().map(String::as_str));
+            Ok((lock, host))
         }
         Err(SshError::Failed { code, stderr, .. }) if code == LOCKED_BY_ANOTHER => {
             let who = stderr.strip_prefix("locked by ").unwrap_or(&stderr);
             Err(format!(
                 "{}: another deploy holds the host lock ({who})",
-                target.host
+                conn.target.host
             ))
         }
         Err(e) => Err(e.to_string()),
-    };
-    conn.close().await;
-    result
+    }
 }
 
 /// Puts the host back on `previous` now, over `conn` or a new connection;

@@ -101,13 +101,14 @@ pub fn backup_site(
     let store = Arc::new(store);
     let run = crate::backup::run_name("backup");
     let owner = format!("sov backup (pid {})", std::process::id());
+    let agent = Arc::new(super::agent_object()?);
     let jobs = Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1)));
     let names: Vec<String> = targets.iter().map(|t| t.host.clone()).collect();
     let progress = Arc::new(Progress::stderr(&names));
     let results = dir.runtime.block_on(async {
         let mut tasks = Vec::new();
         for t in targets {
-            let (client, repo, store, run, owner, jobs, progress) = (
+            let (client, repo, store, run, owner, jobs, progress, agent) = (
                 client.clone(),
                 repo.clone(),
                 store.clone(),
@@ -115,6 +116,7 @@ pub fn backup_site(
                 owner.clone(),
                 jobs.clone(),
                 progress.clone(),
+                agent.clone(),
             );
             tasks.push(tokio::spawn(async move {
                 let _permit = jobs.acquire_owned().await.ok();
@@ -123,7 +125,7 @@ pub fn backup_site(
                     repo: &repo,
                     deploy: &run,
                 };
-                let r = host::with_lock(&client, &t, &owner, async |conn, how, state| {
+                let r = host::with_lock(&client, &t, &owner, &agent, async |conn, how, state| {
                     host::back_up_current(&store, conn, how, &owner, state, backup_run, &progress)
                         .await
                 })
@@ -246,6 +248,7 @@ pub fn restore(
 
     let targets: Vec<Target> = plan.iter().map(|(t, _, _)| t.clone()).collect();
     let owner = format!("sov restore (pid {})", std::process::id());
+    let agent = super::agent_object()?;
     // The run directory goes before the deploys below, which make their own.
     let restored = {
         let _lock = StateLock::shared(state)?;
@@ -261,7 +264,7 @@ pub fn restore(
                     b.tags.generation,
                     paths.join(", ")
                 );
-                let r = host::with_lock(client, t, &owner, async |conn, how, _| {
+                let r = host::with_lock(client, t, &owner, &agent, async |conn, how, _| {
                     backup::restore(conn, how, &owner, &repo, b, paths).await
                 })
                 .await;

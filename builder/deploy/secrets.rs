@@ -129,7 +129,6 @@ pub async fn send(
     let mut args = vec![owner];
     args.extend(specs.iter().map(String::as_str));
     let argv = how.argv("secrets", &conn.target.root, &args);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     conn.run(
         "deliver secrets",
         &argv,

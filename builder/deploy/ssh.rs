@@ -178,7 +178,7 @@ impl Connection {
     pub async fn run(
         &self,
         step: &'static str,
-        argv: &[&str],
+        argv: &[impl AsRef<str>],
         stdin: &[u8],
         timeout: Duration,
     ) -> Result<String, SshError> {
@@ -191,18 +191,13 @@ impl Connection {
     pub async fn run_reporting(
         &self,
         step: &'static str,
-        argv: &[&str],
+        argv: &[impl AsRef<str>],
         stdin: &[u8],
         timeout: Duration,
         sent: &(dyn Fn(u64) + Sync),
     ) -> Result<String, SshError> {
         let work = async {
-            let mut command = self.session.command(argv[0]);
-            command.args(&argv[1..]);
-            command
-                .stdin(openssh::Stdio::piped())
-                .stdout(openssh::Stdio::piped())
-                .stderr(openssh::Stdio::piped());
+            let mut command = self.command(argv, openssh::Stdio::piped(), openssh::Stdio::piped());
             let mut child = command.spawn().await?;
             if let Some(mut input) = child.stdin().take() {
                 // A host that exits early closes the pipe; its status says why.
@@ -220,6 +215,23 @@ impl Connection {
         };
         let output = self.finish(step, timeout, work).await?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The remote command `argv` (each word quoted for the remote shell),
+    /// its stderr piped for the error message.
+    fn command(
+        &self,
+        argv: &[impl AsRef<str>],
+        stdin: openssh::Stdio,
+        stdout: openssh::Stdio,
+    ) -> openssh::OwningCommand<&Session> {
+        let mut command = self.session.command(argv[0].as_ref());
+        command
+            .args(argv[1..].iter().map(AsRef::as_ref))
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(openssh::Stdio::piped());
+        command
     }
 
     /// Waits for a remote command within `timeout`; a non-zero exit is an
@@ -257,7 +269,7 @@ impl Connection {
     pub async fn hold(
         &self,
         step: &'static str,
-        argv: &[&str],
+        argv: &[impl AsRef<str>],
         timeout: Duration,
     ) -> Result<Held<'_>, SshError> {
         let host = self.target.host.clone();
@@ -271,12 +283,7 @@ impl Connection {
             step,
             secs: timeout.as_secs(),
         };
-        let mut command = self.session.command(argv[0]);
-        command.args(&argv[1..]);
-        command
-            .stdin(openssh::Stdio::piped())
-            .stdout(openssh::Stdio::piped())
-            .stderr(openssh::Stdio::piped());
+        let mut command = self.command(argv, openssh::Stdio::piped(), openssh::Stdio::piped());
         let mut child = command.spawn().await.map_err(transport)?;
         let stdout = child.stdout().take();
         let read = async {
@@ -314,18 +321,13 @@ impl Connection {
     pub async fn stream(
         &self,
         step: &'static str,
-        argv: &[&str],
+        argv: &[impl AsRef<str>],
         stdin: openssh::Stdio,
         stdout: openssh::Stdio,
         timeout: Duration,
     ) -> Result<(), SshError> {
         let work = async {
-            let mut command = self.session.command(argv[0]);
-            command.args(&argv[1..]);
-            command
-                .stdin(stdin)
-                .stdout(stdout)
-                .stderr(openssh::Stdio::piped());
+            let mut command = self.command(argv, stdin, stdout);
             let child = command.spawn().await?;
             // Our copies of the descriptors close with the command: the
             // local end sees EOF when the remote one ends.
