@@ -105,8 +105,9 @@ pub enum Command {
     /// List a site's backups: id, time, host, generation, size, bytes added.
     Backups {
         site: String,
-        #[command(flatten)]
-        hosts: HostArgs,
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Put a backup's data back (default: the newest deploy's) and roll the hosts to the generation it was taken under.
     Restore {
@@ -132,8 +133,6 @@ pub enum BackupCommand {
         /// How much of the data to read back (restic's --read-data-subset).
         #[arg(long, default_value = "10%")]
         read: String,
-        #[command(flatten)]
-        hosts: HostArgs,
     },
 }
 
@@ -308,11 +307,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Backup {
-            command: Some(BackupCommand::Verify { site, read, hosts }),
+            command: Some(BackupCommand::Verify { site, read }),
             ..
         } => {
-            let options = options_of(&hosts, Mode::Apply, OnFailure::RollBackAll, age_identity);
-            let said = recover::verify(&root, &state, &site, &read, &options)?;
+            let said = recover::verify(&root, &state, &site, &read, age_identity)?;
             print!("{said}");
             println!("backups of site {site}: repository checked, {read} of the data read back");
             Ok(())
@@ -327,14 +325,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let results = recover::backup_site(&root, &state, &site, &options)?;
             let mut out = std::io::stdout().lock();
             if hosts.json {
-                serde_json::to_writer_pretty(&mut out, &results)
-                    .map_err(|e| CliError::Output(e.into()))?;
-                writeln!(out).map_err(CliError::Output)?;
+                write_json(&mut out, &results)?;
             } else {
                 for r in &results {
                     let said = match (&r.backup, &r.error) {
                         (_, Some(e)) => format!("FAILED: {e}"),
-                        (Some(id), None) => format!("backup {}", &id[..id.len().min(8)]),
+                        (Some(id), None) => format!("backup {id}"),
                         (None, None) => "nothing to back up".to_string(),
                     };
                     writeln!(out, "{}: {said}", r.host).map_err(CliError::Output)?;
@@ -355,14 +351,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 })
             }
         }
-        Command::Backups { site, hosts } => {
-            let options = options_of(&hosts, Mode::Apply, OnFailure::RollBackAll, age_identity);
-            let backups = recover::list(&root, &state, &site, &options)?;
+        Command::Backups { site, json } => {
+            let backups = recover::list(&root, &state, &site, age_identity)?;
             let mut out = std::io::stdout().lock();
-            if hosts.json {
-                serde_json::to_writer_pretty(&mut out, &backups)
-                    .map_err(|e| CliError::Output(e.into()))?;
-                writeln!(out).map_err(CliError::Output)
+            if json {
+                write_json(&mut out, &backups)
             } else {
                 for b in &backups {
                     let bytes = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
@@ -391,9 +384,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let restored = recover::restore(&root, &state, &site, backup.as_deref(), &options)?;
             let mut out = std::io::stdout().lock();
             if hosts.json {
-                serde_json::to_writer_pretty(&mut out, &restored)
-                    .map_err(|e| CliError::Output(e.into()))?;
-                writeln!(out).map_err(CliError::Output)?;
+                write_json(&mut out, &restored)?;
             } else {
                 for b in &restored.backups {
                     writeln!(
@@ -450,8 +441,7 @@ fn build_command(paths: &Paths<'_>, args: &BuildArgs) -> Result<(), CliError> {
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &report).map_err(|e| CliError::Output(e.into()))?;
-        writeln!(out).map_err(CliError::Output)?;
+        write_json(&mut out, &report)?;
     } else {
         print_report(&mut out, &report).map_err(CliError::Output)?;
         if args.check {
@@ -573,8 +563,7 @@ fn deploy_command(
     let report = deploy::deploy(paths.root, paths.state, site, which, &options)?;
     let mut out = std::io::stdout().lock();
     if hosts.json {
-        serde_json::to_writer_pretty(&mut out, &report).map_err(|e| CliError::Output(e.into()))?;
-        writeln!(out).map_err(CliError::Output)?;
+        write_json(&mut out, &report)?;
     } else {
         for h in &report.hosts {
             writeln!(out, "{}: {}", h.host, deploy::describe(h)).map_err(CliError::Output)?;
@@ -604,8 +593,7 @@ fn generations(
     let listing = deploy::live::generations(paths.root, paths.state, site, identity, jobs)?;
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &listing).map_err(|e| CliError::Output(e.into()))?;
-        writeln!(out).map_err(CliError::Output)?;
+        write_json(&mut out, &listing)?;
     } else {
         print_generations(&mut out, &listing).map_err(CliError::Output)?;
     }
@@ -842,8 +830,7 @@ fn secret_list(root: &Path, vault: &Vault, site: &str, json: bool) -> Result<(),
         .collect();
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &rows).map_err(|e| CliError::Output(e.into()))?;
-        writeln!(out).map_err(CliError::Output)
+        write_json(&mut out, &rows)
     } else {
         for r in &rows {
             writeln!(out, "{:<24} {:<20} {}", r.name, r.state, r.hosts.join(", "))
@@ -851,6 +838,12 @@ fn secret_list(root: &Path, vault: &Vault, site: &str, json: bool) -> Result<(),
         }
         Ok(())
     }
+}
+
+/// `value` as pretty JSON and a newline: every `--json` output.
+fn write_json(out: &mut impl Write, value: &impl serde::Serialize) -> Result<(), CliError> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(|e| CliError::Output(e.into()))?;
+    writeln!(out).map_err(CliError::Output)
 }
 
 #[cfg(test)]

@@ -440,9 +440,16 @@ impl Bench<'_> {
         data["backup"].as_str().expect("a backup").to_string()
     }
 
+    /// `sov backups lab --json` (it connects to no host: no key to give).
+    fn backups(&self) -> serde_json::Value {
+        let out = self.stack.sov(&["backups", "lab", "--json"]);
+        assert!(out.status.success(), "sov backups: {}", stderr(&out));
+        report(&out)
+    }
+
     /// restic's `added` for a backup, as `sov backups --json` lists it.
     fn sov_added(&self, id: &str) -> u64 {
-        let list = self.sov(&["backups", "lab"]);
+        let list = self.backups();
         list.as_array()
             .unwrap()
             .iter()
@@ -681,7 +688,7 @@ fn breakdown(bench: &Bench, bytes: u64) -> String {
         let _ = writeln!(s, "  {what}: {}", secs(t));
     }
     // 6. What every sov command pays before any data moves.
-    let (t, _) = timed(|| bench.sov(&["backups", "lab"]));
+    let (t, _) = timed(|| bench.backups());
     let _ = writeln!(
         s,
         "  sov backups lab (opens the repository, lists snapshots; no data): {}",

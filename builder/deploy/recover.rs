@@ -5,7 +5,7 @@
 //! configuration match.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -48,7 +48,13 @@ struct Site {
     repo: Repository,
 }
 
-fn open(root: &Path, state: &Path, site: &str, options: &Options) -> Result<Site, DeployError> {
+fn open(
+    root: &Path,
+    state: &Path,
+    site: &str,
+    hosts: &[String],
+    age_identity: Option<PathBuf>,
+) -> Result<Site, DeployError> {
     let stack = Stack::load(root).map_err(DeployError::Input)?;
     let name = stack
         .site(site)
@@ -56,11 +62,11 @@ fn open(root: &Path, state: &Path, site: &str, options: &Options) -> Result<Site
         .name
         .clone();
     // Before the repository is opened (or created): bad input writes nothing.
-    for wanted in &options.hosts {
+    for wanted in hosts {
         target(&stack, &name, wanted)?;
     }
     let store = Store::open(state)?;
-    let vault = Vault::open(state, options.age_identity.clone());
+    let vault = Vault::open(state, age_identity);
     let repo = Repository::open(state, &vault, &name)?;
     Ok(Site {
         stack,
@@ -84,7 +90,13 @@ pub fn backup_site(
         name,
         store,
         repo,
-    } = open(root, state, site, options)?;
+    } = open(
+        root,
+        state,
+        site,
+        &options.hosts,
+        options.age_identity.clone(),
+    )?;
     let hosts = stack
         .site(name.as_str())
         .map(|s| &s.hosts[..])
@@ -174,9 +186,9 @@ pub fn list(
     root: &Path,
     state: &Path,
     site: &str,
-    options: &Options,
+    age_identity: Option<PathBuf>,
 ) -> Result<Vec<Backup>, DeployError> {
-    Ok(open(root, state, site, options)?.repo.list()?)
+    Ok(open(root, state, site, &[], age_identity)?.repo.list()?)
 }
 
 /// `sov backup verify SITE`: restic's check, reading back `subset` of the data.
@@ -185,9 +197,11 @@ pub fn verify(
     state: &Path,
     site: &str,
     subset: &str,
-    options: &Options,
+    age_identity: Option<PathBuf>,
 ) -> Result<String, DeployError> {
-    Ok(open(root, state, site, options)?.repo.verify(subset)?)
+    Ok(open(root, state, site, &[], age_identity)?
+        .repo
+        .verify(subset)?)
 }
 
 /// `sov restore SITE [--backup ID]`: checks that every generation the
@@ -206,7 +220,13 @@ pub fn restore(
         name,
         store,
         repo,
-    } = open(root, state, site, options)?;
+    } = open(
+        root,
+        state,
+        site,
+        &options.hosts,
+        options.age_identity.clone(),
+    )?;
     let chosen: Vec<Backup> = repo
         .select(backup_id)?
         .into_iter()
