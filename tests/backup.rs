@@ -6,7 +6,6 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
 use std::process::{Output, Stdio};
 
 use common::hosts::{Host, Lab};
@@ -44,20 +43,7 @@ fn setup(lab: &Lab) -> LabStack {
 }
 
 fn set_token(stack: &LabStack, site: &str) {
-    let mut child = stack
-        .command(&["secret", "set", site, "app-token"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(POISON.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = stack.secret_set(site, "app-token", POISON);
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -392,19 +378,8 @@ fn a_wiped_host_comes_back_with_restore() {
     );
     let password = stack.root().join(".sov/secrets/lab/backup-password.age");
     let saved = fs::read(&password).unwrap();
-    let mut child = stack
-        .command(&["secret", "set", "lab", "backup-password"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"not-the-password")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let out = stack.secret_set("lab", "backup-password", "not-the-password");
+    assert!(out.status.success(), "{}", stderr(&out));
     let out = stack.sov(&["restore", "lab", "--identity", &identity]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(

@@ -315,24 +315,31 @@ fn agent_processes(host: &Host) -> Vec<String> {
 /// deploy left running has ended and every watchdog has fired or been
 /// stopped.
 fn settle(lab: &Lab, why: &str) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let busy: Vec<String> = lab
-            .hosts
+    until_none(why, "the hosts are still busy", || {
+        lab.hosts
             .iter()
             .flat_map(|h| {
                 agent_processes(h)
                     .into_iter()
                     .map(move |p| format!("{}: {p}", h.name))
             })
-            .collect();
-        if busy.is_empty() {
+            .collect()
+    });
+}
+
+/// Polls `look` until it finds nothing; after SETTLE, fails with `what`
+/// and what it still found.
+fn until_none(why: &str, what: &str, look: impl Fn() -> Vec<String>) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let left = look();
+        if left.is_empty() {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{why}: the hosts are still busy after {SETTLE:?}:\n{}",
-            busy.join("\n")
+            "{why}: {what} after {SETTLE:?}:\n{}",
+            left.join("\n")
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -449,19 +456,9 @@ fn end_leftover_ssh(stack: &LabStack, pid: u32) {
 /// Waits until the ssh channels (not the masters) of the killed `sov` with
 /// pid `pid` have ended: the remote steps it started are over.
 fn channels_end(stack: &LabStack, pid: u32, why: &str) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let left = ssh_processes_of(stack, pid, false);
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{why}: the killed sov's ssh channels still run after {SETTLE:?}:\n{}",
-            left.join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    until_none(why, "the killed sov's ssh channels still run", || {
+        ssh_processes_of(stack, pid, false)
+    });
 }
 
 // ---- 1. SIGKILL at any moment -----------------------------------------------
@@ -1357,18 +1354,8 @@ fn the_ssh_connections_of_a_killed_deploy_end_on_their_own() {
     );
     // Its remote step ends, then its master outlives its last channel by
     // ControlPersist.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = ssh_processes_of(&stack, killed, true);
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a minute after sov was killed, its ssh processes still run:\n{}",
-            left.join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    until_none("after the kill", "its ssh processes still run", || {
+        ssh_processes_of(&stack, killed, true)
+    });
     settle(&lab, "after the kill");
 }

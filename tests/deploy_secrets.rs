@@ -7,9 +7,8 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use common::hosts::{Host, Lab};
 use common::labstack::{current, report, LabStack, PLAIN_IMAGE};
@@ -31,20 +30,6 @@ generate = true
 name = "token-delivered"
 command = ["test", "-s", "/run/sov/secrets/api-token"]
 "#;
-
-fn set_secret(stack: &LabStack, name: &str, value: &str) -> Output {
-    let mut child = stack
-        .command(&["secret", "set", "lab", name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(format!("{value}\n").as_bytes()).unwrap();
-    drop(stdin);
-    child.wait_with_output().unwrap()
-}
 
 fn secret_list(stack: &LabStack) -> serde_json::Value {
     let out = stack.sov(&["secret", "list", "lab", "--json"]);
@@ -123,17 +108,17 @@ fn secrets_reach_the_hosts_tmpfs_and_nowhere_else() {
     assert!(lab.hosts.iter().all(|h| current(h).is_none()));
 
     // Only declared names can be set, and an empty value is refused.
-    let out = set_secret(&stack, "no-such-secret", POISON);
+    let out = stack.secret_set("lab", "no-such-secret", &format!("{POISON}\n"));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("api-token, db-password"),
         "{}",
         stderr(&out)
     );
-    let out = set_secret(&stack, "api-token", "");
+    let out = stack.secret_set("lab", "api-token", "\n");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
-    let out = set_secret(&stack, "api-token", POISON);
+    let out = stack.secret_set("lab", "api-token", &format!("{POISON}\n"));
     assert!(out.status.success(), "{}", stderr(&out));
     printed.extend(out.stdout.iter().chain(&out.stderr));
 
@@ -183,7 +168,7 @@ fn secrets_reach_the_hosts_tmpfs_and_nowhere_else() {
 
     // A rotated value reaches the host though no artifact changed, and the
     // host is activated again with it.
-    let out = set_secret(&stack, "api-token", POISON_NEXT);
+    let out = stack.secret_set("lab", "api-token", &format!("{POISON_NEXT}\n"));
     assert!(out.status.success(), "{}", stderr(&out));
     let out = stack.deploy(&[]);
     assert!(out.status.success(), "{}", stderr(&out));

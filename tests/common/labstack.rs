@@ -3,8 +3,9 @@
 //! and read back which generation each host runs.
 
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use super::hosts::{Host, Lab};
 use super::{copy_tree, repo, stderr};
@@ -153,6 +154,21 @@ servers = ["{fw}"]
         let mut args = vec!["deploy", "lab", "--identity", identity, "--json"];
         args.extend_from_slice(extra);
         args
+    }
+
+    /// `sov secret set SITE NAME` with `value` on its stdin.
+    pub fn secret_set(&self, site: &str, name: &str, value: &str) -> Output {
+        let mut child = self
+            .command(&["secret", "set", site, name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(value.as_bytes()).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
     }
 
     pub fn deploy(&self, extra: &[&str]) -> Output {
