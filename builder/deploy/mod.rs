@@ -244,8 +244,8 @@ pub fn deploy(
 }
 
 /// What talking to a site's hosts needs: a private folder under
-/// `<state>/run/<pid>` with the known_hosts made from the pinned keys and the
-/// SSH control sockets (removed when dropped), the client, and a runtime.
+/// `<state>/run/<pid>` with the known_hosts made from the pinned keys, the
+/// ssh_config and the SSH control sockets (removed when dropped), the client, and a runtime.
 struct RunDir {
     path: PathBuf,
     client: Client,
@@ -265,10 +265,12 @@ impl RunDir {
         };
         std::fs::create_dir_all(&path).map_err(io)?;
         ssh::write_known_hosts(&path.join("known_hosts"), targets).map_err(io)?;
+        ssh::write_config(&path.join("ssh_config")).map_err(io)?;
         let client = Client {
             known_hosts: path.join("known_hosts"),
             identity,
             control_dir: path.clone(),
+            config: path.join("ssh_config"),
             connect_timeout: Duration::from_secs(10),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

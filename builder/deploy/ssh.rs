@@ -87,6 +87,8 @@ pub struct Client {
     pub identity: Option<PathBuf>,
     /// Where the control sockets live.
     pub control_dir: PathBuf,
+    /// The ssh_config every connection reads (see [`write_config`]).
+    pub config: PathBuf,
     pub connect_timeout: Duration,
 }
 
@@ -111,7 +113,7 @@ impl Client {
             .control_persist(ControlPersist::IdleFor(
                 NonZeroUsize::new(CONTROL_PERSIST_SECS).unwrap_or(NonZeroUsize::MIN),
             ))
-            .config_file("/dev/null");
+            .config_file(&self.config);
         if let Some(identity) = &self.identity {
             b.keyfile(identity);
         }
@@ -382,6 +384,19 @@ impl Held<'_> {
         drop(self.child.stdin().take());
         let _ = self.child.wait().await;
     }
+}
+
+/// Writes the ssh_config of sov's connections. Only the cipher order
+/// differs from OpenSSH's defaults: AES-GCM first, which the AES
+/// instructions of today's CPUs make cheaper than chacha20-poly1305 for the
+/// gigabytes of a backup or restore (a 1 GiB tar through one connection on
+/// the benchmark's machine: 1.5-1.7 s against 2.3-2.7 s); a host without
+/// it negotiates the next one.
+pub fn write_config(path: &Path) -> std::io::Result<()> {
+    std::fs::write(
+        path,
+        "Ciphers ^aes128-gcm@openssh.com,aes256-gcm@openssh.com\n",
+    )
 }
 
 /// Writes the known_hosts file for a set of targets.
