@@ -51,6 +51,33 @@ pub struct Goal {
     pub secrets: Vec<Delivery>,
 }
 
+impl Goal {
+    /// Generation `generation` of a host, described by `manifest` (the
+    /// object `manifest_object`), with the agent and the secrets it needs.
+    pub fn new(
+        generation: u64,
+        manifest_object: &ObjectName,
+        manifest: &HostManifest,
+        agent: &ObjectName,
+        secrets: Vec<Delivery>,
+    ) -> Goal {
+        let mut objects: BTreeSet<ObjectName> = manifest
+            .artifacts
+            .iter()
+            .map(|a| a.object.clone())
+            .collect();
+        objects.insert(manifest_object.clone());
+        objects.insert(agent.clone());
+        Goal {
+            generation,
+            manifest: manifest_object.clone(),
+            objects,
+            agent: agent.clone(),
+            secrets,
+        }
+    }
+}
+
 /// How one host's deploy ended.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -153,6 +180,20 @@ pub(super) async fn state(conn: &Connection, stored: &ObjectName) -> Result<Host
         other => other?,
     };
     Ok(parse_state(out.lines()))
+}
+
+impl HostState {
+    /// It runs the goal's generation, confirmed, with every object and
+    /// secret it needs: nothing to do.
+    pub(super) fn reached(&self, goal: &Goal) -> bool {
+        self.current == Some(goal.generation)
+            && self.confirmed
+            && goal
+                .objects
+                .iter()
+                .all(|o| self.objects.contains(&o.to_string()))
+            && !secrets::stale(&goal.secrets, &self.secrets)
+    }
 }
 
 fn parse_state<'a>(lines: impl Iterator<Item = &'a str>) -> HostState {
@@ -301,15 +342,7 @@ pub async fn preflight(client: &Client, target: &Target, goal: &Goal) -> Result<
             return Err(e.to_string());
         }
     };
-    let complete = goal
-        .objects
-        .iter()
-        .all(|o| state.objects.contains(&o.to_string()));
-    if state.current == Some(goal.generation)
-        && state.confirmed
-        && complete
-        && !secrets::stale(&goal.secrets, &state.secrets)
-    {
+    if state.reached(goal) {
         conn.close().await;
         Ok(Preflight::UpToDate {
             current: state.current,
@@ -468,11 +501,7 @@ async fn switch(
         .filter(|o| !host_state.objects.contains(&o.to_string()))
         .collect();
     let secrets_stale = secrets::stale(&goal.secrets, &host_state.secrets);
-    if host_state.current == Some(goal.generation)
-        && host_state.confirmed
-        && missing.is_empty()
-        && !secrets_stale
-    {
+    if host_state.reached(goal) {
         report.outcome = Outcome::UpToDate;
         return Ok(None);
     }

@@ -9,7 +9,6 @@ pub mod recover;
 mod secrets;
 pub mod ssh;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -176,24 +175,17 @@ pub fn deploy(
             continue;
         }
         let manifest: HostManifest = read_json(&store, &entry.manifest)?;
-        let mut objects: BTreeSet<ObjectName> = manifest
-            .artifacts
-            .iter()
-            .map(|a| a.object.clone())
-            .collect();
-        objects.insert(entry.manifest.clone());
-        objects.insert(agent.clone());
         let target = target(&stack, &site_name, &entry.name)?;
         let secrets = values.for_host(&manifest)?;
         work.push((
             target,
-            host::Goal {
-                generation: record.generation.0,
-                manifest: entry.manifest.clone(),
-                objects,
-                agent: agent.clone(),
+            host::Goal::new(
+                record.generation.0,
+                &entry.manifest,
+                &manifest,
+                &agent,
                 secrets,
-            },
+            ),
         ));
     }
 
