@@ -63,13 +63,13 @@ fn sh(lab: &Lab, host: &Host, script: &str) -> String {
     lab.ssh_ok(host, &["sh", "-c", script])
 }
 
-/// Every entry of /srv/app: path, type, mode, owner, mtime, link target and
-/// content hash.
+/// Every entry of /srv/app: path, type, mode, owner, mtime, link count,
+/// link target and content hash.
 fn listing(lab: &Lab, host: &Host) -> String {
     sh(
         lab,
         host,
-        "cd /srv/app && find . -printf '%p %y %m %U:%G %Ts %l ' -exec sh -c 'if [ -f \"$1\" ] && [ ! -L \"$1\" ]; then sha256sum < \"$1\"; else echo; fi' _ {} \\; | sort",
+        "cd /srv/app && find . -printf '%p %y %m %U:%G %Ts %n %l ' -exec sh -c 'if [ -f \"$1\" ] && [ ! -L \"$1\" ]; then sha256sum < \"$1\"; else echo; fi' _ {} \\; | sort",
     )
 }
 
@@ -83,8 +83,12 @@ fn write_data(lab: &Lab, host: &Host, version: &str) {
             ln -sfn file /srv/app/link; ln -sfn /etc/hostname /srv/app/abs
             chown 42:43 /srv/app/sub; chmod 0750 /srv/app/sub
             head -c 300000 /dev/urandom >/srv/app/sub/blob-{version}
+            ln -f /srv/app/file /srv/app/sub/hard
+            mkdir -p /srv/app/many/deeper
+            for i in $(seq 1 40); do echo $i-{version} >/srv/app/many/f$i; done
+            echo {version} >/srv/app/many/deeper/last
             touch /srv/app/healthy
-            touch -h -d '2001-02-03 04:05:06' /srv/app/file /srv/app/link /srv/app/sub"
+            touch -h -d '2001-02-03 04:05:06' /srv/app/file /srv/app/link /srv/app/sub /srv/app/many"
         ),
     );
 }
@@ -225,10 +229,16 @@ fn restore_puts_data_and_generation_back_together() {
 /// Kills the host's backup tar as soon as it runs, from a command in the
 /// background of the test.
 fn kill_tar_when_it_runs(lab: &Lab, host: &Host) -> std::process::Child {
-    let script = "for i in $(seq 1 600); do for p in /proc/[0-9]*; do if tr '\\0' ' ' <$p/cmdline 2>/dev/null | grep -q '^tar -c -f - --sort=name'; then kill -9 ${p#/proc/}; exit 0; fi; done; sleep 0.05; done; exit 1";
+    kill_when_it_runs(lab, host, "tar -c -f - --sort=name")
+}
+
+/// Kills the first process on the host whose command line starts with
+/// `command` as soon as it runs.
+fn kill_when_it_runs(lab: &Lab, host: &Host, command: &str) -> std::process::Child {
+    let script = format!("for i in $(seq 1 600); do for p in /proc/[0-9]*; do if tr '\\0' ' ' <$p/cmdline 2>/dev/null | grep -q '^{command}'; then kill -9 ${{p#/proc/}}; exit 0; fi; done; sleep 0.05; done; exit 1");
     lab.ssh_command(host)
         .arg("--")
-        .arg(common::hosts::shell_join(&["sh", "-c", script]))
+        .arg(common::hosts::shell_join(&["sh", "-c", &script]))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -307,6 +317,47 @@ fn a_failed_backup_switches_nothing_and_restarts_services() {
     assert!(unmount().success());
     let out = stack.sov(&["backup", "verify", "lab"]);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_restore_that_breaks_halfway_puts_the_old_data_back() {
+    let Some(lab) = Lab::start(2) else { return };
+    let stack = setup(&lab);
+    let host = &lab.hosts[1];
+    let identity = stack.identity.to_str().unwrap().to_string();
+    write_data(&lab, host, "one");
+    // Enough data that the restore is still unpacking when a part is killed.
+    sh(&lab, host, "head -c 200000000 /dev/urandom >/srv/app/big");
+    deploy_ok(&stack);
+    let out = stack.sov(&["backup", "lab", "--identity", &identity, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let taken = report(&out);
+    let id = taken[1]["backup"].as_str().unwrap().to_string();
+    write_data(&lab, host, "two");
+    sh(&lab, host, "rm /srv/app/big /var/log/app-services");
+    let before = listing(&lab, host);
+
+    // One of the host's extractors dies halfway.
+    let mut killer = kill_when_it_runs(&lab, host, "tar -x -f - -p");
+    let out = stack.sov(&["restore", "lab", "--backup", &id, "--identity", &identity]);
+    assert!(killer.wait().unwrap().success(), "no tar -x ever ran");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the data is as it was before the restore"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(listing(&lab, host), before);
+    assert_eq!(sh(&lab, host, "ls -a /srv"), ".\n..\napp\n");
+    assert_eq!(sh(&lab, host, "cat /var/log/app-services"), "stop\nstart\n");
+    assert_eq!(current(host), Some(1));
+    assert!(host.root.join("var/lib/sov/confirmed/1").exists());
+
+    // The same restore, unbroken, brings the backup back.
+    let out = stack.sov(&["restore", "lab", "--backup", &id, "--identity", &identity]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sh(&lab, host, "cat /srv/app/many/deeper/last").starts_with("one"));
+    assert_eq!(sh(&lab, host, "stat -c %s /srv/app/big"), "200000000\n");
 }
 
 #[test]

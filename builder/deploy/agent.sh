@@ -16,6 +16,8 @@
 #   busy                  flock held by every step that changes the host, for as
 #                         long as it runs, even when its deploy died
 #   switch.lock           flock taken by confirm, rollback and the watchdog
+#   restore.parts         the owner of a restore waiting for its parts; each
+#                         part holds a shared flock of it while it unpacks
 #   confirmed/<N>         generation N was confirmed over a new connection; holds
 #                         the generation N replaced (kept for a site rollback)
 # and the secrets, outside ROOT: $SECRETS/<name> on a tmpfs, mode 0600.
@@ -306,14 +308,19 @@ backup)
 	;;
 
 restore)
-	# restore OWNER GEN PATHS...: stdin is a backup's tar of PATHS. Stops the
-	# current generation's services, moves each path aside, unpacks the tar
-	# at / (owners, modes, symlinks, times) and removes the old copies in
-	# the background; if the stream breaks, the old copies come back. When GEN is already current,
-	# starts the services and runs the health checks; otherwise the switch to
-	# GEN that follows does.
+	# restore OWNER GEN PATHS...: puts a backup of PATHS back. Stops the
+	# current generation's services, moves each path aside and prints `end`;
+	# sov then streams the backup's files through `restore-part` commands
+	# running side by side. A line `ok` on stdin says they all finished well:
+	# the rest of stdin is a tar of the backup's directories and hard links,
+	# unpacked last (a directory's times are set after the files in it are
+	# written), the data is synced and the old copies are removed in the
+	# background. Anything else, stdin closing included, puts the old copies
+	# back. When GEN is current, starts the services and runs the health
+	# checks; otherwise the switch to GEN that follows does.
 	hold_busy "restore for ${1:?owner}"
 	owned_by "$1"
+	owner=$1
 	gen=${2:?generation}
 	shift 2
 	cur=$(current_generation)
@@ -329,13 +336,23 @@ restore)
 		elif [ -e "$p" ]; then
 			mv -T "$p" "$p.sov-old"
 		fi
+		# The parts find the folders above the data there: they would race to make them.
+		mkdir -p "$(dirname "$p")"
 	done
-	if ! tar -x -f - -p --same-owner --numeric-owner -C /; then
+	# The parts check this file, under a shared flock of it, before they unpack.
+	exec 6>>"$ROOT/restore.parts"
+	printf '%s\n' "$owner" >"$ROOT/restore.parts"
+	echo end
+	IFS= read -r verdict || verdict=
+	# Every part has finished (or never will start) before the data is judged.
+	flock 6
+	: >"$ROOT/restore.parts"
+	# Services started below must not hold it.
+	exec 6>&-
+	if [ "$verdict" != ok ] || ! tar -x -f - -p --same-owner --numeric-owner -C /; then
 		for p; do
-			if [ -e "$p.sov-old" ]; then
-				rm -rf "$p"
-				mv -T "$p.sov-old" "$p"
-			fi
+			rm -rf "$p"
+			if [ -e "$p.sov-old" ]; then mv -T "$p.sov-old" "$p"; fi
 		done
 		if [ -n "$script" ]; then SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" start >&2 || true; fi
 		die "the backup stream broke: the data is as it was before the restore"
@@ -354,7 +371,16 @@ restore)
 		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" start >&2
 		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" check >&2
 	fi
-	echo restored
+	;;
+
+restore-part)
+	# restore-part OWNER: stdin is a tar of some of a backup's files, unpacked
+	# at / while `restore` for OWNER waits for its parts.
+	owned_by "${1:?owner}"
+	exec 6>>"$ROOT/restore.parts"
+	flock -s 6
+	[ "$(cat "$ROOT/restore.parts")" = "$1" ] || die "no restore for $1 is waiting for its data"
+	tar -x -f - -p --same-owner --numeric-owner -C /
 	;;
 
 relabel)

@@ -2,15 +2,26 @@
 //! stream joined to restic's stdin (backup) or stdout (restore) through
 //! SSH, so that no full copy is made on either side and memory stays bounded.
 
+use std::fs::File;
+use std::future::Future;
+use std::io::{Read, Seek};
+use std::path::Path;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
-use super::host::Agent;
-use super::ssh::Connection;
-use crate::backup::restic::{self, End};
+use super::host::{Agent, SWITCH_TIMEOUT};
+use super::split;
+use super::ssh::{Connection, Held};
+use crate::backup::restic::{self, End, Running};
 use crate::backup::{Backup, BackupError, Repository, Tags, Taken};
 
 /// A backup or restore streams the host's data: allow for a lot of it.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
+/// Extractors a restore runs side by side on the host.
+const PARTS: usize = 2;
+/// The pipe to each (Linux's default limit for an unprivileged process).
+const PIPE_SIZE: usize = 1 << 20;
 
 /// Stops the host's services, streams `paths` into a new snapshot tagged
 /// `tags`, and starts the services again. A stream that breaks leaves no
@@ -92,39 +103,182 @@ pub async fn back_up(
     Ok(taken)
 }
 
+/// What a restore puts back onto a host.
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    pub repo: &'a Repository,
+    pub backup: &'a Backup,
+    /// The data paths of the backup's generation.
+    pub paths: &'a [String],
+}
+
 /// Streams `backup` back onto the host: services stopped, `paths` replaced
-/// exactly. When `generation` is already current the agent starts the
-/// services and checks health; otherwise the switch that follows does.
+/// exactly. restic's stream is dealt out to PARTS extractors side by side
+/// (see [`split`]), its directories and hard links unpacked last; the
+/// restore keeps the old data until all of it has arrived, and puts it back
+/// if anything fails. When `generation` is already current the agent starts
+/// the services and checks health; otherwise the switch that follows does.
+/// `scratch` is a private folder for the directories' headers; `sent`
+/// hears now and then how many bytes of the stream's total arrived.
 pub async fn restore(
     conn: &Connection,
     how: Agent<'_>,
     owner: &str,
-    repo: &Repository,
-    backup: &Backup,
-    paths: &[String],
+    source: Source<'_>,
+    scratch: &Path,
+    sent: impl Fn(u64, u64) + Send + 'static,
 ) -> Result<(), String> {
-    let host = &conn.target.host;
+    let Source {
+        repo,
+        backup,
+        paths,
+    } = source;
+    let host = conn.target.host.clone();
+    let root = &conn.target.root;
+    let local = |e: std::io::Error| format!("{host}: restore: {e}");
+    let last = scratch_file(scratch, &host).map_err(local)?;
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    for _ in 0..PARTS {
+        let (r, w) = rustix::pipe::pipe().map_err(|e| local(e.into()))?;
+        // Best effort: a larger pipe evens out the parts' pace.
+        let _ = rustix::pipe::fcntl_setpipe_size(&w, PIPE_SIZE);
+        readers.push(r);
+        writers.push(File::from(w));
+    }
     let file = format!("/{}.tar", backup.tags.host);
     let (running, output) = repo
         .restic
         .start("read the backup", &["dump", &backup.id, &file], End::Output)
         .map_err(|e| format!("{host}: {e}"))?;
+    let dumped = |running: Running| async move {
+        tokio::task::spawn_blocking(move || running.finish())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    };
     let generation = backup.tags.generation.to_string();
     let mut args = vec![owner, &generation];
     args.extend(paths.iter().map(String::as_str));
-    let argv = how.argv("restore", &conn.target.root, &args);
-    let streamed = conn
-        .stream(
+    // Services stopped and the old data moved aside.
+    let argv = how.argv("restore", root, &args);
+    let mut main = match conn.hold("restore data", &argv, SWITCH_TIMEOUT).await {
+        Ok(main) => main,
+        Err(e) => {
+            // restic stops at the closed pipe.
+            drop(output);
+            let _ = dumped(running).await;
+            return Err(e.to_string());
+        }
+    };
+    let part_argv = how.argv("restore-part", root, &[owner]);
+    let parts = readers.into_iter().map(|r| {
+        conn.stream(
             "restore data",
-            &argv,
-            openssh::Stdio::from(output),
+            &part_argv,
+            openssh::Stdio::from(r),
             openssh::Stdio::null(),
             STREAM_TIMEOUT,
         )
-        .await;
-    let finished = tokio::task::spawn_blocking(move || running.finish())
-        .await
-        .map_err(|e| format!("{host}: restore: {e}"))?;
-    finished.map_err(|e| format!("{host}: {e}"))?;
-    streamed.map_err(|e| e.to_string())
+    });
+    // The stream's size, as the index knows it, for the progress bar.
+    let total = backup.size.unwrap_or(0);
+    let splitting = tokio::task::spawn_blocking(move || {
+        let mut input = File::from(output);
+        let mut last = last;
+        let moved = |n: u64| {
+            if total > 0 {
+                sent(n.min(total), total);
+            }
+        };
+        let dealt = split::split(&mut input, &mut writers, &mut last, &moved);
+        (dealt, last)
+    });
+    let (parts, split) = tokio::join!(join_all(parts.collect()), splitting);
+    let dumped = dumped(running).await;
+    let (dealt, last) = split.map_err(|e| format!("{host}: {e}"))?;
+    let mut failures: Vec<String> = parts
+        .into_iter()
+        .filter_map(|p| p.err().map(|e| e.to_string()))
+        .collect();
+    if let Err(e) = &dealt {
+        failures.insert(0, format!("{host}: {e}"));
+    }
+    if let Err(e) = dumped {
+        failures.insert(0, format!("{host}: {e}"));
+    }
+    let verdict = if failures.is_empty() {
+        send_last(&mut main, last).await
+    } else {
+        main.send(b"abort\n").await
+    };
+    if let Err(e) = verdict {
+        failures.push(format!(
+            "{host}: restore: telling the host how the streams ended: {e}"
+        ));
+    }
+    let finished = main.finish(conn, "restore data", STREAM_TIMEOUT).await;
+    match (failures.is_empty(), finished) {
+        (true, Ok(())) => Ok(()),
+        (_, finished) => {
+            if let Err(e) = finished {
+                failures.push(e.to_string());
+            }
+            Err(failures.join("\n"))
+        }
+    }
+}
+
+/// Tells the host that every part arrived, and sends the directories and
+/// hard links (a tar, closed here).
+async fn send_last(main: &mut Held<'_>, mut last: File) -> std::io::Result<()> {
+    let written = last.stream_position()?;
+    last.rewind()?;
+    main.send(b"ok\n").await?;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = last.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        main.send(&buf[..n]).await?;
+    }
+    main.send(&split::end_of_archive(written)).await
+}
+
+/// An unnamed file in `dir`: gone with its last descriptor.
+fn scratch_file(dir: &Path, host: &str) -> std::io::Result<File> {
+    let path = dir.join(format!("restore-{host}.tar"));
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
+/// Runs every future to its end, side by side: a part's command must go on
+/// (its stderr read) while another is waited for.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(done) => *output = Some(done),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }

@@ -21,7 +21,7 @@ use crate::store::{ObjectName, Store};
 /// and health checks. Taking the lock may wait for an earlier deploy's
 /// collection and for a step of a deploy that died (50 s each on the host).
 pub(super) const STEP_TIMEOUT: Duration = Duration::from_secs(60);
-const SWITCH_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const SWITCH_TIMEOUT: Duration = Duration::from_secs(300);
 const LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 /// A preflight's connection idle for longer is not reused: its master may
 /// be about to exit (ControlPersist).

@@ -7,6 +7,7 @@ pub mod live;
 pub mod progress;
 pub mod recover;
 mod secrets;
+mod split;
 pub mod ssh;
 
 use std::path::{Path, PathBuf};

@@ -5,21 +5,23 @@
 //! configuration match.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::host::{Agent, HostState};
 use super::progress::Progress;
-use super::ssh::Target;
-use super::{backup, host, target, DeployError, Options, Report, RunDir, Which};
+use super::ssh::{Client, Connection, Target};
+use super::{backup, host, secrets, target, DeployError, Options, Report, RunDir, Which};
 use crate::backup::{Backup, BackupError, Repository};
 use crate::build::gc::{closure, read_json};
 use crate::build::manifest::{HostManifest, SiteManifest};
 use crate::build::{Generation, Profile};
 use crate::model::{SiteName, Stack};
 use crate::secrets::Vault;
-use crate::store::{StateLock, Store};
+use crate::store::{ObjectName, StateLock, Store};
 
 /// One host's part of `sov backup`.
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +41,54 @@ pub struct Restored {
     /// The deploys that then brought the hosts to their backups' generations.
     pub deploys: Vec<Report>,
     pub ok: bool,
+}
+
+/// What every host's task of a `sov backup` or `sov restore` shares.
+struct Shared {
+    client: Client,
+    /// Who holds the host locks.
+    owner: String,
+    agent: ObjectName,
+    progress: Progress,
+}
+
+impl Shared {
+    /// Runs `work` with the host lock of `target` held (see [`host::with_lock`]).
+    async fn with_lock<T>(
+        &self,
+        target: &Target,
+        work: impl AsyncFnOnce(&Connection, Agent<'_>, &HostState) -> Result<T, String>,
+    ) -> Result<T, String> {
+        host::with_lock(&self.client, target, &self.owner, &self.agent, work).await
+    }
+}
+
+/// Runs `work` on every item, at most `jobs` at a time, each in a task of
+/// its own; returns what each returned, in order (a task that panicked
+/// returns nothing).
+async fn in_parallel<T, R, F>(items: Vec<T>, jobs: usize, work: impl Fn(T) -> F) -> Vec<R>
+where
+    F: Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
+    let jobs = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let tasks: Vec<_> = items
+        .into_iter()
+        .map(|item| {
+            let (jobs, work) = (jobs.clone(), work(item));
+            tokio::spawn(async move {
+                let _permit = jobs.acquire_owned().await.ok();
+                work.await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        if let Ok(r) = task.await {
+            results.push(r);
+        }
+    }
+    results
 }
 
 struct Site {
@@ -108,40 +158,34 @@ pub fn backup_site(
         }
     }
     let dir = RunDir::create(state, &targets, options.identity.clone())?;
-    let client = Arc::new(dir.client.clone());
-    let repo = Arc::new(repo);
-    let store = Arc::new(store);
-    let run = crate::backup::run_name("backup");
-    let owner = format!("sov backup (pid {})", std::process::id());
-    let agent = Arc::new(super::agent_object()?);
-    let jobs = Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1)));
     let names: Vec<String> = targets.iter().map(|t| t.host.clone()).collect();
-    let progress = Arc::new(Progress::stderr(&names));
-    let results = dir.runtime.block_on(async {
-        let mut tasks = Vec::new();
-        for t in targets {
-            let (client, repo, store, run, owner, jobs, progress, agent) = (
-                client.clone(),
-                repo.clone(),
-                store.clone(),
-                run.clone(),
-                owner.clone(),
-                jobs.clone(),
-                progress.clone(),
-                agent.clone(),
-            );
-            tasks.push(tokio::spawn(async move {
-                let _permit = jobs.acquire_owned().await.ok();
+    let shared = Arc::new(Shared {
+        client: dir.client.clone(),
+        owner: format!("sov backup (pid {})", std::process::id()),
+        agent: super::agent_object()?,
+        progress: Progress::stderr(&names),
+    });
+    let (store, repo) = (Arc::new(store), Arc::new(repo));
+    let run = Arc::new(crate::backup::run_name("backup"));
+    let results = dir
+        .runtime
+        .block_on(in_parallel(targets, options.jobs, |t| {
+            let (shared, store, repo, run) =
+                (shared.clone(), store.clone(), repo.clone(), run.clone());
+            async move {
+                let progress = &shared.progress;
                 progress.step(&t.host, "back up data");
                 let backup_run = host::BackupRun {
                     repo: &repo,
                     deploy: &run,
                 };
-                let r = host::with_lock(&client, &t, &owner, &agent, async |conn, how, state| {
-                    host::back_up_current(&store, conn, how, &owner, state, backup_run, &progress)
-                        .await
-                })
-                .await;
+                let owner = &shared.owner;
+                let r = shared
+                    .with_lock(&t, async |conn, how, state| {
+                        host::back_up_current(&store, conn, how, owner, state, backup_run, progress)
+                            .await
+                    })
+                    .await;
                 progress.done(
                     &t.host,
                     match &r {
@@ -162,16 +206,8 @@ pub fn backup_site(
                         error: Some(e),
                     },
                 }
-            }));
-        }
-        let mut results = Vec::new();
-        for task in tasks {
-            if let Ok(r) = task.await {
-                results.push(r);
             }
-        }
-        results
-    });
+        }));
     drop(dir);
     if results.iter().any(|r| r.backup.is_some()) {
         if let Err(e) = repo.forget(&stack.settings.value.backups) {
@@ -204,10 +240,22 @@ pub fn verify(
         .verify(subset)?)
 }
 
+/// One host's part of a restore, decided before anything is touched.
+struct Planned {
+    target: Target,
+    backup: Backup,
+    /// The data paths of the backup's generation.
+    paths: Vec<String>,
+    /// The host at the backup's generation.
+    goal: host::Goal,
+}
+
 /// `sov restore SITE [--backup ID]`: checks that every generation the
-/// chosen backups belong to is complete in the store, then, per host, stops
-/// its services, puts the data back exactly, and deploys the backup's
-/// generation (which starts the services and runs the health checks).
+/// chosen backups belong to is complete in the store, then, per host (in
+/// parallel), stops its services and puts the data back exactly. A host
+/// that already runs the backup's generation, confirmed, has its services
+/// started and its health checked by the restore; the others are then
+/// deployed to it (which starts the services and runs the checks).
 pub fn restore(
     root: &Path,
     state: &Path,
@@ -239,8 +287,12 @@ pub fn restore(
         ))
         .into());
     }
-    // Nothing is touched until every backup's generation is whole here.
+    // Nothing is touched until every backup's generation is whole here and
+    // its secrets are known.
     let profile = Profile::open(state, &name);
+    let agent = super::agent_object()?;
+    let vault = Vault::open(state, options.age_identity.clone());
+    let mut values = secrets::Values::new(&vault, &name, secrets::Missing::Generate);
     let mut plan = Vec::new();
     for b in &chosen {
         let lost = || BackupError::LostGeneration {
@@ -259,49 +311,83 @@ pub fn restore(
             .find(|h| h.name == b.tags.host)
             .ok_or_else(lost)?;
         let manifest: HostManifest = read_json(&store, &entry.manifest)?;
-        plan.push((
-            target(&stack, &name, &b.tags.host)?,
-            b.clone(),
-            manifest.data,
-        ));
+        let goal = host::Goal::new(
+            b.tags.generation,
+            &entry.manifest,
+            &manifest,
+            &agent,
+            values.for_host(&manifest)?,
+        );
+        plan.push(Planned {
+            target: target(&stack, &name, &b.tags.host)?,
+            backup: b.clone(),
+            paths: manifest.data,
+            goal,
+        });
     }
 
-    let targets: Vec<Target> = plan.iter().map(|(t, _, _)| t.clone()).collect();
-    let owner = format!("sov restore (pid {})", std::process::id());
-    let agent = super::agent_object()?;
+    let targets: Vec<Target> = plan.iter().map(|p| p.target.clone()).collect();
+    let repo = Arc::new(repo);
     // The run directory goes before the deploys below, which make their own.
     let restored = {
         let _lock = StateLock::shared(state)?;
         let dir = RunDir::create(state, &targets, options.identity.clone())?;
-        let client = &dir.client;
-        dir.runtime.block_on(async {
-            let mut results = Vec::new();
-            for (t, b, paths) in &plan {
-                eprintln!(
-                    "{}: restoring backup {} (generation {}) into {} (services stopped)",
-                    t.host,
-                    b.short_id,
-                    b.tags.generation,
-                    paths.join(", ")
+        let names: Vec<String> = targets.iter().map(|t| t.host.clone()).collect();
+        let shared = Arc::new(Shared {
+            client: dir.client.clone(),
+            owner: format!("sov restore (pid {})", std::process::id()),
+            agent,
+            progress: Progress::stderr(&names),
+        });
+        let scratch = Arc::new(dir.path.clone());
+        dir.runtime.block_on(in_parallel(plan, options.jobs, |p| {
+            let (shared, repo, scratch) = (shared.clone(), repo.clone(), scratch.clone());
+            async move {
+                let progress = &shared.progress;
+                let host = p.target.host.clone();
+                progress.note(&format!(
+                    "{host}: restoring backup {} (generation {}) into {} (services stopped)",
+                    p.backup.short_id,
+                    p.backup.tags.generation,
+                    p.paths.join(", ")
+                ));
+                progress.step(&host, "restore data");
+                let owner = &shared.owner;
+                let r = shared
+                    .with_lock(&p.target, async |conn, how, state| {
+                        let source = backup::Source {
+                            repo: &repo,
+                            backup: &p.backup,
+                            paths: &p.paths,
+                        };
+                        let (sharing, reporting) = (shared.clone(), host.clone());
+                        let sent = move |n, total| sharing.progress.sent(&reporting, n, total);
+                        backup::restore(conn, how, owner, source, &scratch, sent).await?;
+                        Ok(state.reached(&p.goal))
+                    })
+                    .await;
+                progress.done(
+                    &host,
+                    match &r {
+                        Ok(true) => "restored, services started and checked",
+                        Ok(false) => "restored, to be deployed",
+                        Err(_) => "FAILED",
+                    },
                 );
-                let r = host::with_lock(client, t, &owner, &agent, async |conn, how, _| {
-                    backup::restore(conn, how, &owner, &repo, b, paths).await
-                })
-                .await;
-                results.push((b.tags.generation, t.host.clone(), r));
+                (p.backup.tags.generation, host, r)
             }
-            results
-        })
+        }))
     };
 
     let mut failed: Vec<String> = restored
         .iter()
         .filter_map(|(_, _, r)| r.as_ref().err().cloned())
         .collect();
-    // Then each host goes to its backup's generation, all or nothing per generation.
+    // Then each host not yet at its backup's generation goes there, all or
+    // nothing per generation.
     let mut by_generation: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for (generation, host, r) in &restored {
-        if r.is_ok() {
+        if let Ok(false) = r {
             by_generation
                 .entry(*generation)
                 .or_default()

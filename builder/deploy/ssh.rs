@@ -379,10 +379,31 @@ impl Held<'_> {
         }
     }
 
+    /// Writes `bytes` to the command's stdin.
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self.child.stdin().as_mut() {
+            Some(input) => input.write_all(bytes).await,
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
     /// Ends the command by closing its stdin, and waits for it.
     pub async fn release(mut self) {
         drop(self.child.stdin().take());
         let _ = self.child.wait().await;
+    }
+
+    /// Closes the command's stdin and waits for it to end within
+    /// `timeout`; a non-zero exit is an error that says what it said.
+    pub async fn finish(
+        self,
+        conn: &Connection,
+        step: &'static str,
+        timeout: Duration,
+    ) -> Result<(), SshError> {
+        conn.finish(step, timeout, self.child.wait_with_output())
+            .await
+            .map(|_| ())
     }
 }
 
