@@ -15,14 +15,16 @@ use common::stderr;
 const POISON: &str = "poison-backup-2f9e-never-in-a-tag";
 
 /// The `plain` image keeps /srv/app; stopping and starting its "services"
-/// leaves a trace; its health check needs the data.
+/// leaves a trace, and starting leaves a process running that keeps every
+/// descriptor it was not told to close (a daemon): it must not hold the
+/// host's locks. Its health check needs the data.
 fn data_image() -> String {
     format!(
         r#"{PLAIN_IMAGE}
 [data]
 paths = ["/srv/app"]
 stop = [["sh", "-c", "echo stop >>/var/log/app-services"]]
-start = [["sh", "-c", "echo start >>/var/log/app-services"]]
+start = [["sh", "-c", "echo start >>/var/log/app-services; sleep 600 </dev/null >/dev/null 2>&1 &"]]
 
 [[health]]
 name = "data"

@@ -287,7 +287,7 @@ backup)
 	if [ -n "$cur" ]; then script="$ROOT/store/$(activation_of "$ROOT/generations/$cur")"; fi
 	services() {
 		[ -n "$script" ] || return 0
-		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" "$1" >>"$ROOT/backup.log" 2>&1
+		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" "$1" >>"$ROOT/backup.log" 2>&1 7>&-
 	}
 	trap 'services start || printf "sov-agent: starting services failed, see %s\n" "$ROOT/backup.log" >&2' EXIT
 	trap 'exit 1' HUP INT TERM PIPE
@@ -327,7 +327,7 @@ restore)
 	script=
 	if [ -n "$cur" ]; then script="$ROOT/store/$(activation_of "$ROOT/generations/$cur")"; fi
 	if [ -n "$script" ]; then
-		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" stop >&2 || die "stopping services for the restore failed"
+		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" stop >&2 7>&- || die "stopping services for the restore failed"
 	fi
 	for p; do
 		# An earlier restore that died keeps its aside copy: that is the data.
@@ -354,7 +354,7 @@ restore)
 			rm -rf "$p"
 			if [ -e "$p.sov-old" ]; then mv -T "$p.sov-old" "$p"; fi
 		done
-		if [ -n "$script" ]; then SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" start >&2 || true; fi
+		if [ -n "$script" ]; then SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" start >&2 7>&- || true; fi
 		die "the backup stream broke: the data is as it was before the restore"
 	fi
 	sync
@@ -368,8 +368,8 @@ restore)
 	# shellcheck disable=SC2016 # expanded by the inner shell
 	setsid sh -c 'for p; do rm -rf "$p".sov-trash.*; done' sov-trash "$@" </dev/null >/dev/null 2>&1 &
 	if [ -n "$script" ] && [ "$cur" = "$gen" ]; then
-		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" start >&2
-		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" check >&2
+		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" start >&2 7>&-
+		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" check >&2 7>&-
 	fi
 	;;
 
