@@ -38,7 +38,8 @@ pub struct Restored {
     pub site: String,
     /// The backups restored, one per host.
     pub backups: Vec<Backup>,
-    /// The deploys that then brought the hosts to their backups' generations.
+    /// The deploys that then brought the hosts not yet there to their
+    /// backups' generations (none when every host already ran it).
     pub deploys: Vec<Report>,
     pub ok: bool,
 }
