@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::future::Future;
 use std::io::{Read, Seek};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::pin::Pin;
 use std::task::Poll;
@@ -137,15 +138,7 @@ pub async fn restore(
     let root = &conn.target.root;
     let local = |e: std::io::Error| format!("{host}: restore: {e}");
     let last = scratch_file(scratch, &host).map_err(local)?;
-    let mut readers = Vec::new();
-    let mut writers = Vec::new();
-    for _ in 0..PARTS {
-        let (r, w) = rustix::pipe::pipe().map_err(|e| local(e.into()))?;
-        // Best effort: a larger pipe evens out the parts' pace.
-        let _ = rustix::pipe::fcntl_setpipe_size(&w, PIPE_SIZE);
-        readers.push(r);
-        writers.push(File::from(w));
-    }
+    let (readers, mut writers) = part_pipes(PARTS).map_err(local)?;
     let file = format!("/{}.tar", backup.tags.host);
     let (running, output) = repo
         .restic
@@ -246,6 +239,23 @@ async fn send_last(main: &mut Held<'_>, mut last: File) -> std::io::Result<()> {
     main.send(&split::end_of_archive(written)).await
 }
 
+/// `n` pipes to the parts: their read ends (for the SSH channels) and
+/// write ends. Close-on-exec: a copy of a part's read end in another child
+/// (restic, another part's ssh) would keep its pipe open after its host
+/// side died, and the split would wait on it for good.
+fn part_pipes(n: usize) -> std::io::Result<(Vec<OwnedFd>, Vec<File>)> {
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    for _ in 0..n {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        // Best effort: a larger pipe evens out the parts' pace.
+        let _ = rustix::pipe::fcntl_setpipe_size(&w, PIPE_SIZE);
+        readers.push(r);
+        writers.push(File::from(w));
+    }
+    Ok((readers, writers))
+}
+
 /// An unnamed file in `dir`: gone with its last descriptor.
 fn scratch_file(dir: &Path, host: &str) -> std::io::Result<File> {
     let path = dir.join(format!("restore-{host}.tar"));
@@ -281,4 +291,24 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     })
     .await;
     outputs.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// A child started while a restore runs (restic, the other part's ssh)
+    /// must not hold a part's pipe open.
+    #[test]
+    fn part_pipes_stay_out_of_other_children() {
+        let (readers, writers) = part_pipes(2).unwrap();
+        let flags = |fd: rustix::fd::BorrowedFd<'_>| rustix::io::fcntl_getfd(fd).unwrap();
+        for r in &readers {
+            assert!(flags(r.as_fd()).contains(rustix::io::FdFlags::CLOEXEC));
+        }
+        for w in &writers {
+            assert!(flags(w.as_fd()).contains(rustix::io::FdFlags::CLOEXEC));
+        }
+    }
 }
