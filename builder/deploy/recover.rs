@@ -4,6 +4,7 @@
 //! host to the generation its backup was taken under, so that data and
 //! configuration match.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -96,6 +97,7 @@ struct Site {
     stack: Stack,
     name: SiteName,
     store: Store,
+    vault: Vault,
     repo: Repository,
 }
 
@@ -123,6 +125,7 @@ fn open(
         stack,
         name,
         store,
+        vault,
         repo,
     })
 }
@@ -141,6 +144,7 @@ pub fn backup_site(
         name,
         store,
         repo,
+        ..
     } = open(
         root,
         state,
@@ -268,6 +272,7 @@ pub fn restore(
         stack,
         name,
         store,
+        vault,
         repo,
     } = open(
         root,
@@ -292,8 +297,9 @@ pub fn restore(
     // its secrets are known.
     let profile = Profile::open(state, &name);
     let agent = super::agent_object()?;
-    let vault = Vault::open(state, options.age_identity.clone());
     let mut values = secrets::Values::new(&vault, &name, secrets::Missing::Generate);
+    // Each generation's site manifest, checked whole once.
+    let mut generations: BTreeMap<u64, SiteManifest> = BTreeMap::new();
     let mut plan = Vec::new();
     for b in &chosen {
         let lost = || BackupError::LostGeneration {
@@ -301,11 +307,16 @@ pub fn restore(
             id: b.short_id.clone(),
             generation: b.tags.generation,
         };
-        let record = profile
-            .read(Generation(b.tags.generation))?
-            .ok_or_else(lost)?;
-        closure(&store, &record.manifest).map_err(|_| lost())?;
-        let site_manifest: SiteManifest = read_json(&store, &record.manifest)?;
+        let site_manifest = match generations.entry(b.tags.generation) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(new) => {
+                let record = profile
+                    .read(Generation(b.tags.generation))?
+                    .ok_or_else(lost)?;
+                closure(&store, &record.manifest).map_err(|_| lost())?;
+                new.insert(read_json(&store, &record.manifest)?)
+            }
+        };
         let entry = site_manifest
             .hosts
             .iter()
