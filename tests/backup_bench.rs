@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::bench::{bytes, env_or, median, median_u64};
 use common::hosts::{Host, Lab};
 use common::labstack::{current, report, LabStack, PLAIN_IMAGE};
 use common::{require, stderr};
@@ -34,13 +35,6 @@ use sov::secrets::SecretValue;
 
 /// Where the data lives on the data host, and what its image backs up.
 const DATA: &str = "/srv/app";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The lab's plain image with data: stopping and starting its "services"
 /// is a line in a log, so that the numbers are the data's.
@@ -329,19 +323,6 @@ fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
     (started.elapsed().as_secs_f64(), t)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn secs(s: f64) -> String {
     if s.is_nan() {
         "-".into()
@@ -364,24 +345,8 @@ fn spread(v: &[f64]) -> String {
     )
 }
 
-fn bytes(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn mib_s(bytes: u64, secs: f64) -> String {
     format!("{:.0} MiB/s", bytes as f64 / (1 << 20) as f64 / secs)
-}
-
-fn median_u64(v: &[u64]) -> u64 {
-    median(v.iter().map(|&x| x as f64).collect()).round() as u64
 }
 
 /// One run of each side.
@@ -717,19 +682,9 @@ fn breakdown(bench: &Bench, bytes: u64) -> String {
 #[test]
 #[ignore = "benchmark: cargo test --release --test backup_bench -- --ignored --nocapture"]
 fn backup_benchmark() {
-    let mib = env_u64("SOV_BENCH_MIB", 1024);
-    let runs = env_u64("SOV_BENCH_RUNS", 3).max(1) as usize;
-    let git = Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "describe",
-            "--always",
-            "--dirty",
-        ])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let mib: u64 = env_or("SOV_BENCH_MIB", 1024);
+    let runs: usize = env_or("SOV_BENCH_RUNS", 3).max(1);
+    let git = common::bench::git_describe();
     if !common::require_root() || !require("restic") {
         return;
     }
@@ -750,7 +705,7 @@ fn backup_benchmark() {
         stack,
         work: tempfile::tempdir().unwrap(),
         password: b"backup-bench-password-not-secret".to_vec(),
-        settle_secs: env_u64("SOV_BENCH_SETTLE", 61),
+        settle_secs: env_or("SOV_BENCH_SETTLE", 61),
     };
 
     let (t, set) = timed(|| generate(&bench.data(), mib));
@@ -845,23 +800,23 @@ fn backup_benchmark() {
     );
     println!(
         "| repository after the first backup (du -sb) | {} B | {} B | |",
-        bytes(median_u64(&sov_runs.repo)),
-        bytes(median_u64(&plain_runs.repo))
+        bytes(median_u64(sov_runs.repo.iter().copied())),
+        bytes(median_u64(plain_runs.repo.iter().copied()))
     );
     println!(
         "| restic's `added`, first backup | {} B | {} B | |",
-        bytes(median_u64(&sov_runs.added_cold)),
-        bytes(median_u64(&plain_runs.added_cold))
+        bytes(median_u64(sov_runs.added_cold.iter().copied())),
+        bytes(median_u64(plain_runs.added_cold.iter().copied()))
     );
     println!(
         "| repository growth, second backup (du -sb) | {} B | {} B | |",
-        bytes(median_u64(&sov_runs.growth)),
-        bytes(median_u64(&plain_runs.growth))
+        bytes(median_u64(sov_runs.growth.iter().copied())),
+        bytes(median_u64(plain_runs.growth.iter().copied()))
     );
     println!(
         "| restic's `added`, second backup | {} B | {} B | |",
-        bytes(median_u64(&sov_runs.added_warm)),
-        bytes(median_u64(&plain_runs.added_warm))
+        bytes(median_u64(sov_runs.added_warm.iter().copied())),
+        bytes(median_u64(plain_runs.added_warm.iter().copied()))
     );
     println!();
     println!("what each side does:");

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
+use common::bench::{bytes, env_or, median, median_u64};
 use common::hosts::{Host, Lab};
 use common::labstack::{current, report, LabStack};
 use common::{require, stderr};
@@ -31,13 +32,6 @@ use common::{require, stderr};
 /// `rsync -a`, one for `rsync -az`, so that neither finds the other's files.
 const RSYNC_ROOT: &str = "/var/lib/rsync-bench/plain";
 const RSYNC_ROOT_Z: &str = "/var/lib/rsync-bench/zstd";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One timed run of one operation over every host.
 #[derive(Debug, Clone, Default)]
@@ -53,23 +47,6 @@ struct Sample {
     wire: u64,
     /// Each host's own time (sov's per-host `seconds`, rsync + ln per host).
     host_secs: Vec<f64>,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn median_u64(v: Vec<u64>) -> u64 {
-    median(v.into_iter().map(|x| x as f64).collect()).round() as u64
 }
 
 /// Medians (and spread) of a set of runs.
@@ -91,9 +68,9 @@ fn summarize(samples: &[Sample]) -> Summary {
         median: median(secs.clone()),
         min: secs.iter().copied().fold(f64::INFINITY, f64::min),
         max: secs.iter().copied().fold(0.0, f64::max),
-        bytes: median_u64(samples.iter().map(|s| s.bytes).collect()),
-        objects: median_u64(samples.iter().map(|s| s.objects).collect()),
-        wire: median_u64(samples.iter().map(|s| s.wire).collect()),
+        bytes: median_u64(samples.iter().map(|s| s.bytes)),
+        objects: median_u64(samples.iter().map(|s| s.objects)),
+        wire: median_u64(samples.iter().map(|s| s.wire)),
         host_median: median(
             samples
                 .iter()
@@ -120,18 +97,6 @@ fn ms(secs: f64) -> String {
     } else {
         format!("{:.0} ms", secs * 1000.0)
     }
-}
-
-fn bytes(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The table, row by row.
@@ -506,20 +471,9 @@ fn record(tag: &str) -> String {
 #[test]
 #[ignore = "benchmark: cargo test --release --test deploy_bench -- --ignored --nocapture"]
 fn deploy_benchmark() {
-    let n = env_usize("SOV_BENCH_HOSTS", 10);
-    let runs = env_usize("SOV_BENCH_RUNS", 5).max(1);
-    // The tree the binary was built from (as near as can be told).
-    let git = Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "describe",
-            "--always",
-            "--dirty",
-        ])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let n: usize = env_or("SOV_BENCH_HOSTS", 10);
+    let runs: usize = env_or("SOV_BENCH_RUNS", 5).max(1);
+    let git = common::bench::git_describe();
     if !common::require_root() || !require("rsync") {
         return;
     }

@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: a private copy of the example
 //! stack, running the real `sov` binary, and the rule for system tools.
 #![allow(dead_code)]
+pub mod bench;
 pub mod hosts;
 pub mod labstack;
 
