@@ -17,7 +17,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::hosts::{Host, Lab};
-use common::labstack::{current, report, LabStack, FIREWALL_IMAGE, PLAIN_IMAGE};
+use common::labstack::{current, dig_until, report, LabStack, FIREWALL_IMAGE, PLAIN_IMAGE};
 use common::{require, stderr, stdout};
 
 /// Seconds a host waits for confirmation before its watchdog rolls it back
@@ -1119,41 +1119,6 @@ fn health_checks_longer_than_the_confirm_timeout_do_not_roll_back_a_healthy_host
 
 // ---- 6. what the DNS host serves --------------------------------------------
 
-/// What `dig` gets from `server`'s knotd (port 5353) for `name`'s A record.
-fn dig(server: &Host, name: &str) -> String {
-    let out = Command::new("dig")
-        .arg(format!("@{}", server.address))
-        .args(["-p", "5353", name, "A", "+short", "+time=1", "+tries=1"])
-        .output()
-        .expect("run dig");
-    stdout(&out).trim().to_string()
-}
-
-/// Waits up to 10 s for `server` to answer `want` for `name`.
-fn answers(lab: &Lab, server: &Host, name: &str, want: &str, when: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = dig(server, name);
-        if got == want {
-            return;
-        }
-        if Instant::now() > deadline {
-            let journal = lab.ssh(
-                server,
-                &["journalctl", "-u", "knot", "--no-pager", "-n", "40"],
-            );
-            let status = lab.ssh(server, &["systemctl", "status", "knot", "--no-pager"]);
-            panic!(
-                "{when}: {} answers {got:?} for {name}, expected {want:?}\nknot's journal:\n{}\n{}",
-                server.name,
-                stdout(&journal),
-                stdout(&status)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn dig_answers_the_zone_after_deploy_and_rollback_restores_the_old_answer() {
     if !require("dig") {
@@ -1178,20 +1143,21 @@ fn dig_answers_the_zone_after_deploy_and_rollback_restores_the_old_answer() {
 
     dns("10.0.0.1");
     let out = deploy_ok(&stack, "generation 1");
-    answers(
+    let query = [name, "A"];
+    dig_until(
         &lab,
         server,
-        name,
+        &query,
         "10.0.0.1",
         &format!("after generation 1 ({})", stderr(&out)),
     );
 
     dns("10.0.0.2");
     let out = deploy_ok(&stack, "generation 2");
-    answers(
+    dig_until(
         &lab,
         server,
-        name,
+        &query,
         "10.0.0.2",
         &format!("after generation 2 ({})", stderr(&out)),
     );
@@ -1200,7 +1166,7 @@ fn dig_answers_the_zone_after_deploy_and_rollback_restores_the_old_answer() {
     let out = stack.sov(&["rollback", "lab", "--identity", identity]);
     assert!(out.status.success(), "sov rollback: {}", stderr(&out));
     assert_eq!(current(server), Some(1), "{}", stderr(&out));
-    answers(&lab, server, name, "10.0.0.1", "after the rollback");
+    dig_until(&lab, server, &query, "10.0.0.1", "after the rollback");
     eprintln!("dns test: {:.2?}", started.elapsed());
 }
 

@@ -18,10 +18,10 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::hosts::{Host, HostSpec, Lab};
-use common::labstack::{current, host_entry, report, LabStack};
+use common::labstack::{current, dig_until, host_entry, report, LabStack};
 use common::{repo, require, stderr, stdout};
 
 const WAN_ADDRESS: &str = "192.0.2.10";
@@ -276,43 +276,6 @@ fn assert_no_answer(flow: &Flow, context: &str) {
     }
 }
 
-// ---- DNS --------------------------------------------------------------------
-
-/// What `dig` gets from `server`'s knotd (port 5353, its management address).
-fn dig(server: &Host, query: &[&str]) -> String {
-    let out = Command::new("dig")
-        .arg(format!("@{}", server.address))
-        .args(["-p", "5353", "+short", "+time=1", "+tries=1"])
-        .args(query)
-        .output()
-        .expect("run dig");
-    stdout(&out).trim().to_string()
-}
-
-/// Waits up to 10 s (knotd loads zones after the reload returns) for
-/// `server` to answer `want`.
-fn dig_answers(lab: &Lab, server: &Host, query: &[&str], want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = dig(server, query);
-        if got == want {
-            return;
-        }
-        if Instant::now() > deadline {
-            let journal = lab.ssh(
-                server,
-                &["journalctl", "-u", "knot", "--no-pager", "-n", "40"],
-            );
-            panic!(
-                "dig {query:?} @{}: {got:?}, expected {want:?}\nknot's journal:\n{}",
-                server.name,
-                stdout(&journal)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 // ---- the container host -----------------------------------------------------
 
 /// The object name of the artifact of `kind` in the host manifest a host's
@@ -472,8 +435,20 @@ fn deployed_site_routes_filters_serves_dns_and_runs_compose() {
     assert_no_answer(&wan_to_app, &context);
 
     // The DNS host serves the internal zone and its reverse zone.
-    dig_answers(&lab, ns, &["app.lab.example.internal", "A"], APP);
-    dig_answers(&lab, ns, &["-x", APP], "app.lab.example.internal.");
+    dig_until(
+        &lab,
+        ns,
+        &["app.lab.example.internal", "A"],
+        APP,
+        "the deployed zone",
+    );
+    dig_until(
+        &lab,
+        ns,
+        &["-x", APP],
+        "app.lab.example.internal.",
+        "the deployed reverse zone",
+    );
 
     // The container host unpacked this generation's bundle into a folder of
     // its own and ran the image's `up` command there, once.

@@ -6,9 +6,10 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use super::hosts::{Host, Lab};
-use super::{copy_tree, repo, stderr};
+use super::{copy_tree, repo, stderr, stdout};
 
 /// A stack whose site `lab` is made of the lab's hosts: `fw` runs the
 /// firewall, `ns` the zones, the rest are plain hosts.
@@ -209,5 +210,44 @@ pub fn wait_for_collection(host: &Host) {
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `dig +short QUERY` against the knotd a lab stack deploys to `server`
+/// (port 5353).
+pub fn dig(server: &Host, query: &[&str]) -> String {
+    let out = Command::new("dig")
+        .arg(format!("@{}", server.address))
+        .args(["-p", "5353", "+short", "+time=1", "+tries=1"])
+        .args(query)
+        .output()
+        .expect("run dig");
+    stdout(&out).trim().to_string()
+}
+
+/// Waits up to 10 s (knotd loads zones after its reload returns) for
+/// `server` to answer `want` to `query`; fails saying `when`, with knot's
+/// journal and status.
+pub fn dig_until(lab: &Lab, server: &Host, query: &[&str], want: &str, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = dig(server, query);
+        if got == want {
+            return;
+        }
+        if Instant::now() > deadline {
+            let journal = lab.ssh(
+                server,
+                &["journalctl", "-u", "knot", "--no-pager", "-n", "40"],
+            );
+            let status = lab.ssh(server, &["systemctl", "status", "knot", "--no-pager"]);
+            panic!(
+                "{when}: dig {query:?} @{}: {got:?}, expected {want:?}\nknot's journal:\n{}\n{}",
+                server.name,
+                stdout(&journal),
+                stdout(&status)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
