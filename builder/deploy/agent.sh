@@ -50,13 +50,19 @@ current_generation() {
 	printf '%s\n' "${target#generations/}"
 }
 
+# run_generation GEN ACTION: runs generation GEN's activation script with
+# ACTION (activate, stop, start, check). The services it starts must not
+# hold busy (fd 7) or a restore's restore.parts (fd 6).
+run_generation() {
+	SOV_MANIFEST="$ROOT/generations/$1" sh "$ROOT/store/$(activation_of "$ROOT/generations/$1")" "$2" 6>&- 7>&-
+}
+
 activate() {
 	manifest="$ROOT/generations/$1"
 	[ -e "$manifest" ] || die "generation $1 has no manifest on this host"
 	script="$ROOT/store/$(activation_of "$manifest")"
 	[ -f "$script" ] || die "generation $1: activation script missing from the store"
-	# The services it starts must not hold busy (fd 7).
-	SOV_MANIFEST=$manifest sh "$script" activate 7>&-
+	run_generation "$1" activate
 }
 
 # roll_back_to PREV GEN: points current back at generation PREV and
@@ -77,7 +83,7 @@ roll_back_to() {
 		manifest="$ROOT/generations/$2"
 		script="$ROOT/store/$(activation_of "$manifest" 2>/dev/null)"
 		if [ -e "$manifest" ] && [ -f "$script" ]; then
-			SOV_MANIFEST=$manifest sh "$script" stop 7>&- || true
+			run_generation "$2" stop || true
 		fi
 		echo "rolled back to no generation: there is none before $2; current removed and generation $2's services stopped (what its activation installed stays until a deploy replaces it)"
 	fi
@@ -270,8 +276,7 @@ switch)
 	exec 8>&-
 	printf 'previous %s\n' "$prev"
 	activate "$gen"
-	script="$ROOT/store/$(activation_of "$ROOT/generations/$gen")"
-	SOV_MANIFEST="$ROOT/generations/$gen" sh "$script" check 7>&-
+	run_generation "$gen" check
 	;;
 
 backup)
@@ -283,11 +288,9 @@ backup)
 	owned_by "$1"
 	shift
 	cur=$(current_generation)
-	script=
-	if [ -n "$cur" ]; then script="$ROOT/store/$(activation_of "$ROOT/generations/$cur")"; fi
 	services() {
-		[ -n "$script" ] || return 0
-		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" "$1" >>"$ROOT/backup.log" 2>&1 7>&-
+		[ -n "$cur" ] || return 0
+		run_generation "$cur" "$1" >>"$ROOT/backup.log" 2>&1
 	}
 	trap 'services start || printf "sov-agent: starting services failed, see %s\n" "$ROOT/backup.log" >&2' EXIT
 	trap 'exit 1' HUP INT TERM PIPE
@@ -324,10 +327,8 @@ restore)
 	gen=${2:?generation}
 	shift 2
 	cur=$(current_generation)
-	script=
-	if [ -n "$cur" ]; then script="$ROOT/store/$(activation_of "$ROOT/generations/$cur")"; fi
-	if [ -n "$script" ]; then
-		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" stop >&2 7>&- || die "stopping services for the restore failed"
+	if [ -n "$cur" ]; then
+		run_generation "$cur" stop >&2 || die "stopping services for the restore failed"
 	fi
 	for p; do
 		# An earlier restore that died keeps its aside copy: that is the data.
@@ -347,14 +348,13 @@ restore)
 	# Every part has finished (or never will start) before the data is judged.
 	flock 6
 	: >"$ROOT/restore.parts"
-	# Services started below must not hold it.
 	exec 6>&-
 	if [ "$verdict" != ok ] || ! tar -x -f - -p --same-owner --numeric-owner -C /; then
 		for p; do
 			rm -rf "$p"
 			if [ -e "$p.sov-old" ]; then mv -T "$p.sov-old" "$p"; fi
 		done
-		if [ -n "$script" ]; then SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" start >&2 7>&- || true; fi
+		if [ -n "$cur" ]; then run_generation "$cur" start >&2 || true; fi
 		die "the backup stream broke: the data is as it was before the restore"
 	fi
 	sync
@@ -367,9 +367,9 @@ restore)
 	done
 	# shellcheck disable=SC2016 # expanded by the inner shell
 	setsid sh -c 'for p; do rm -rf "$p".sov-trash.*; done' sov-trash "$@" </dev/null >/dev/null 2>&1 &
-	if [ -n "$script" ] && [ "$cur" = "$gen" ]; then
-		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" start >&2 7>&-
-		SOV_MANIFEST="$ROOT/generations/$cur" sh "$script" check >&2 7>&-
+	if [ -n "$cur" ] && [ "$cur" = "$gen" ]; then
+		run_generation "$cur" start >&2
+		run_generation "$cur" check >&2
 	fi
 	;;
 
