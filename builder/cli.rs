@@ -661,16 +661,10 @@ fn keyscan(root: &Path, site: &str) -> Result<(), CliError> {
         .ok_or_else(|| deploy::DeployError::UnknownSite(site.to_string()))?;
     for host in &site_def.hosts {
         let address = host.ssh_address();
-        let keys = deploy::ssh::scan(&address, host.ssh.port, Some("ed25519"));
+        let keys = deploy::ssh::scan(&address, host.ssh.port.get(), Some("ed25519"));
         match keys.first() {
             Some(key) => {
-                let pinned = host
-                    .ssh
-                    .host_key
-                    .split_whitespace()
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let pinned = host.ssh.host_key.bare();
                 let note = if pinned == *key {
                     "matches the pin"
                 } else {

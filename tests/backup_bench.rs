@@ -213,7 +213,7 @@ fn generate(dir: &Path, mib: u64) -> DataSet {
     let mut k = 0u64;
     while budget > 0 {
         let len = rng.log_uniform(1 << 20, 8 << 20).min(budget);
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             text.fill(&mut buf, len as usize);
             write(&dir.join(format!("media/doc{k:03}.txt")), &buf, &mut set);
         } else {

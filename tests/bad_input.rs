@@ -254,8 +254,10 @@ fn cases(ex: &Example, stack: &Stack) -> Vec<Case> {
         // Templates.
         append("templates/dns/zone.j2", "template reads an undefined variable", format!("{{{{ zone.no_such_field }}}} {MARK}\n"), "undefined"),
         append("templates/firewall/nftables.j2", "template syntax error", format!("{{% if %}} {MARK}\n"), "syntax error"),
-        append("templates/cloud-init/user-data.j2", "template output not YAML", format!("{{{{ \"key: [unclosed\" }}}} {MARK}\n"), "not valid YAML"),
-        append("templates/dhcp/kea-dhcp4.json.j2", "template output not JSON", format!("{{{{ \"}}\" }}}} {MARK}\n"), "not valid JSON"),
+        append("templates/cloud-init/user-data.j2", "template output not YAML", format!("key: [unclosed {MARK}\n"), "not valid YAML"),
+        append("templates/firewall/nftables.j2", "raw value in a template", format!("{{{{ wan_interface }}}} {MARK}\n"), "without an encoder"),
+        append("templates/firewall/nftables.j2", "encoder of another language", format!("{{{{ wan_interface | json }}}} {MARK}\n"), "cannot stand in a nft file"),
+        append("templates/dhcp/kea-dhcp4.json.j2", "template output not JSON", format!("}} {MARK}\n"), "not valid JSON"),
     ];
     if let Some(pool_ip) = ex.pool_ip {
         all.push(append(

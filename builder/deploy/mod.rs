@@ -339,10 +339,10 @@ fn target(stack: &Stack, site: &SiteName, host: &str) -> Result<Target, DeployEr
     Ok(Target {
         host: host.to_string(),
         address,
-        port: h.ssh.port,
-        user: h.ssh.user.clone(),
-        host_key: h.ssh.host_key.clone(),
-        root: h.ssh.root.clone(),
+        port: h.ssh.port.get(),
+        user: h.ssh.user.to_string(),
+        host_key: h.ssh.host_key.bare(),
+        root: h.ssh.root.to_string(),
     })
 }
 

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::names::{ContainerImage, HostName};
+use super::values::{Package, Seconds, Text};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Image {
     #[serde(default)]
-    pub description: String,
+    pub description: Text,
     #[serde(default)]
     pub cloud_init: CloudInit,
     /// Present when the host runs containers: how to bring them up and down.
@@ -36,7 +37,7 @@ pub struct Image {
 pub struct CloudInit {
     /// Debian packages to install on first boot.
     #[serde(default)]
-    pub packages: Vec<String>,
+    pub packages: Vec<Package>,
     /// Commands run once on first boot, each an argv list.
     #[serde(default)]
     pub runcmd: Vec<Vec<String>>,
@@ -137,9 +138,9 @@ pub struct HealthCheck {
     pub name: HostName,
     pub command: Vec<String>,
     #[serde(default = "default_health_timeout")]
-    pub timeout: u32,
+    pub timeout: Seconds,
 }
 
-fn default_health_timeout() -> u32 {
-    10
+fn default_health_timeout() -> Seconds {
+    Seconds::constant(10)
 }

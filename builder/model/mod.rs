@@ -5,10 +5,12 @@ pub mod diag;
 pub mod image;
 pub mod load;
 pub mod names;
+pub mod rdata;
 pub mod settings;
 pub mod site;
 pub mod source;
 mod validate;
+pub mod values;
 pub mod zones;
 
 use std::collections::BTreeMap;

@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 #[error("{0}")]
 pub struct NameError(String);
 
+impl NameError {
+    pub fn new(message: impl Into<String>) -> Self {
+        NameError(message.into())
+    }
+}
+
 /// Checks one DNS label (RFC 1035 as relaxed by RFC 1123): 1–63 of a-z, 0-9 and
 /// '-', not starting or ending with '-'. Upper case is refused so that names
 /// compare and hash the same everywhere.

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::names::{Domain, HostName};
+use super::values::{PublicKey, Text};
 
 /// Stack-wide settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,7 +66,7 @@ fn default_keep_monthly() -> u32 {
 pub struct Operator {
     pub name: HostName,
     /// One OpenSSH public key line (`ssh-ed25519 AAAA… comment`).
-    pub ssh_key: String,
+    pub ssh_key: PublicKey,
 }
 
 /// SOA and NS defaults for every zone sov writes.
@@ -95,7 +96,7 @@ pub struct DnsDefaults {
 pub struct Region {
     pub name: HostName,
     #[serde(default)]
-    pub description: String,
+    pub description: Text,
 }
 
 fn default_ttl() -> u32 {

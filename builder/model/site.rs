@@ -6,6 +6,9 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use super::names::{Domain, HostName, ImageName, Mac, SiteName, VlanName};
+use super::values::{
+    AbsPath, Interface, PortNumber, PublicKey, Seconds, SshAddress, Text, UserName,
+};
 
 /// One data center.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,7 +65,7 @@ pub struct Vlan {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     /// The firewall's interface on this VLAN (`eth1.20`).
-    pub interface: String,
+    pub interface: Interface,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp_pool: Option<Pool>,
 }
@@ -115,7 +118,7 @@ pub enum Port {
         name: String,
         vlan: VlanName,
         #[serde(default)]
-        description: String,
+        description: Text,
     },
     Trunk {
         name: String,
@@ -123,7 +126,7 @@ pub enum Port {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         native_vlan: Option<VlanName>,
         #[serde(default)]
-        description: String,
+        description: Text,
     },
 }
 
@@ -141,7 +144,7 @@ pub struct Firewall {
     pub dialect: FirewallDialect,
     /// The host that runs the ruleset.
     pub host: HostName,
-    pub wan_interface: String,
+    pub wan_interface: Interface,
     /// Inter-VLAN traffic that is allowed; everything else between VLANs is dropped.
     #[serde(default)]
     pub allow: Vec<Allow>,
@@ -180,22 +183,22 @@ pub struct Allow {
     pub proto: Proto,
     /// Destination ports; empty for ICMP.
     #[serde(default)]
-    pub ports: Vec<u16>,
+    pub ports: Vec<PortNumber>,
     #[serde(default)]
-    pub comment: String,
+    pub comment: Text,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Forward {
     pub proto: Proto,
-    pub port: u16,
+    pub port: PortNumber,
     pub host: HostName,
     /// The port on the host; the same as `port` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_port: Option<u16>,
+    pub host_port: Option<PortNumber>,
     #[serde(default)]
-    pub comment: String,
+    pub comment: Text,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,11 +207,11 @@ pub struct Dhcp {
     /// The host that runs Kea.
     pub server: HostName,
     #[serde(default = "default_lease")]
-    pub valid_lifetime: u32,
+    pub valid_lifetime: Seconds,
 }
 
-fn default_lease() -> u32 {
-    86_400
+fn default_lease() -> Seconds {
+    Seconds::constant(86_400)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -248,7 +251,7 @@ impl Host {
     /// makes sure one of them is set).
     pub fn ssh_address(&self) -> String {
         match (&self.ssh.address, self.ip) {
-            (Some(address), _) => address.clone(),
+            (Some(address), _) => address.to_string(),
             (None, Some(ip)) => ip.to_string(),
             (None, None) => String::new(),
         }
@@ -261,26 +264,26 @@ impl Host {
 pub struct Ssh {
     /// Address to connect to; the host's reserved IP when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
+    pub address: Option<SshAddress>,
     #[serde(default = "default_user")]
-    pub user: String,
+    pub user: UserName,
     #[serde(default = "default_port")]
-    pub port: u16,
+    pub port: PortNumber,
     /// The host's public key, pinned (`ssh-ed25519 AAAA…`).
-    pub host_key: String,
+    pub host_key: PublicKey,
     /// Where sov keeps its store and generations on the host.
     #[serde(default = "default_state_root")]
-    pub root: String,
+    pub root: AbsPath,
 }
 
-fn default_user() -> String {
-    "root".to_string()
+fn default_user() -> UserName {
+    UserName::constant("root")
 }
-fn default_port() -> u16 {
-    22
+fn default_port() -> PortNumber {
+    PortNumber::constant(22)
 }
-fn default_state_root() -> String {
-    "/var/lib/sov".to_string()
+fn default_state_root() -> AbsPath {
+    AbsPath::constant("/var/lib/sov")
 }
 
 /// A DNS record added by hand.
@@ -292,7 +295,8 @@ pub struct Record {
     pub name: String,
     #[serde(rename = "type")]
     pub rtype: RecordType,
-    /// Record data in zone-file syntax (`10 mail.example.org.`).
+    /// Record data: for TXT the text itself, for other types their
+    /// presentation form (`10 mail.example.org.`).
     pub value: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
@@ -315,4 +319,19 @@ pub enum RecordType {
     SRV,
     CAA,
     NS,
+}
+
+impl RecordType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::A => "A",
+            RecordType::AAAA => "AAAA",
+            RecordType::CNAME => "CNAME",
+            RecordType::MX => "MX",
+            RecordType::TXT => "TXT",
+            RecordType::SRV => "SRV",
+            RecordType::CAA => "CAA",
+            RecordType::NS => "NS",
+        }
+    }
 }

@@ -9,7 +9,7 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use super::names::{check_label, Domain, SiteName};
-use super::site::{RecordType, ZoneKind};
+use super::site::ZoneKind;
 use super::source::Step;
 use super::{Site, Stack};
 
@@ -42,7 +42,8 @@ pub struct Rr {
     pub ttl: Option<u32>,
     #[serde(rename = "type")]
     pub rtype: &'static str,
-    /// RDATA in zone-file syntax.
+    /// The record data as the stack gives it (TXT: the text itself); the
+    /// zone template writes it through `zone_rdata`.
     pub data: String,
     /// Which site file and value it came from, for diagnostics.
     #[serde(skip)]
@@ -250,47 +251,13 @@ fn manual_records(zone: &mut Zone, site: &Site, kind: ZoneKind) {
         zone.records.push(Rr {
             owner: record.name.clone(),
             ttl: record.ttl,
-            rtype: type_name(record.rtype),
-            data: rdata(record.rtype, &record.value),
+            rtype: record.rtype.as_str(),
+            data: record.value.clone(),
             from: Origin {
                 site: site.name.clone(),
                 path: vec![Step::Key("records"), Step::Index(r), Step::Key("type")],
             },
         });
-    }
-}
-
-fn type_name(t: RecordType) -> &'static str {
-    match t {
-        RecordType::A => "A",
-        RecordType::AAAA => "AAAA",
-        RecordType::CNAME => "CNAME",
-        RecordType::MX => "MX",
-        RecordType::TXT => "TXT",
-        RecordType::SRV => "SRV",
-        RecordType::CAA => "CAA",
-        RecordType::NS => "NS",
-    }
-}
-
-/// TXT values are written as text and quoted here, in chunks of at most 255
-/// bytes as RFC 1035 requires; every other type is zone-file RDATA as given.
-fn rdata(t: RecordType, value: &str) -> String {
-    if t != RecordType::TXT {
-        return value.to_string();
-    }
-    let escaped: Vec<String> = value
-        .as_bytes()
-        .chunks(255)
-        .map(|chunk| {
-            let text = String::from_utf8_lossy(chunk);
-            format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
-        })
-        .collect();
-    if escaped.is_empty() {
-        "\"\"".to_string()
-    } else {
-        escaped.join(" ")
     }
 }
 
@@ -396,14 +363,6 @@ mod tests {
         let (net, origin) = reverse_origin("10.20.0.0/20".parse().unwrap());
         assert_eq!(origin, "20.10.in-addr.arpa");
         assert_eq!(ptr_owner(net, "10.20.3.4".parse().unwrap()), "4.3");
-    }
-
-    #[test]
-    fn txt_is_quoted_and_chunked() {
-        assert_eq!(rdata(RecordType::TXT, "v=spf1 -all"), "\"v=spf1 -all\"");
-        assert_eq!(rdata(RecordType::TXT, "a\"b"), "\"a\\\"b\"");
-        let long = "x".repeat(300);
-        assert_eq!(rdata(RecordType::TXT, &long).matches('"').count(), 4);
     }
 
     #[test]

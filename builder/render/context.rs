@@ -63,7 +63,7 @@ impl From<&Vlan> for VlanInfo {
             netmask: v.subnet.netmask(),
             prefix_len: v.subnet.prefix_len(),
             gateway: v.gateway,
-            interface: v.interface.clone(),
+            interface: v.interface.to_string(),
         }
     }
 }
@@ -135,8 +135,8 @@ pub fn firewall(stack: &Stack, site: &Site) -> FirewallContext {
                 from: vlan(site, a.from.as_str())?.into(),
                 to: vlan(site, a.to.as_str())?.into(),
                 proto: a.proto,
-                ports: a.ports.clone(),
-                comment: a.comment.clone(),
+                ports: a.ports.iter().map(|p| p.get()).collect(),
+                comment: a.comment.to_string(),
             })
         })
         .collect();
@@ -148,18 +148,18 @@ pub fn firewall(stack: &Stack, site: &Site) -> FirewallContext {
             let target = host(site, f.host.as_str())?;
             Some(ForwardInfo {
                 proto: f.proto,
-                port: f.port,
+                port: f.port.get(),
                 host: f.host.to_string(),
                 host_ip: target.ip?,
-                host_port: f.host_port.unwrap_or(f.port),
-                interface: vlan(site, target.vlan.as_str())?.interface.clone(),
-                comment: f.comment.clone(),
+                host_port: f.host_port.unwrap_or(f.port).get(),
+                interface: vlan(site, target.vlan.as_str())?.interface.to_string(),
+                comment: f.comment.to_string(),
             })
         })
         .collect();
     FirewallContext {
         site: SiteInfo::new(stack, site),
-        wan_interface: site.firewall.wan_interface.clone(),
+        wan_interface: site.firewall.wan_interface.to_string(),
         vlans: site.vlans.iter().map(VlanInfo::from).collect(),
         allow,
         forwards,
@@ -217,7 +217,7 @@ pub fn switch(stack: &Stack, site: &Site) -> SwitchContext {
             } => PortInfo {
                 name: name.clone(),
                 mode: "access",
-                description: description.clone(),
+                description: description.to_string(),
                 vlans: id(vlan.as_str()).into_iter().collect(),
                 native_vlan: None,
             },
@@ -232,7 +232,7 @@ pub fn switch(stack: &Stack, site: &Site) -> SwitchContext {
                 PortInfo {
                     name: name.clone(),
                     mode: "trunk",
-                    description: description.clone(),
+                    description: description.to_string(),
                     vlans: ids,
                     native_vlan: native_vlan.as_ref().and_then(|v| id(v.as_str())),
                 }
@@ -312,7 +312,7 @@ pub fn dhcp(stack: &Stack, site: &Site) -> DhcpContext {
         .collect();
     DhcpContext {
         site: SiteInfo::new(stack, site),
-        valid_lifetime: site.dhcp.valid_lifetime,
+        valid_lifetime: site.dhcp.valid_lifetime.get(),
         dns_servers: dns_server_ips(site),
         subnets,
     }
@@ -390,7 +390,7 @@ impl HostInfo {
             vm_on: h.vm_on.as_ref().map(|p| p.to_string()),
             dns_servers: dns_server_ips(site),
             search_domain: site.domains.internal.to_string(),
-            root: h.ssh.root.clone(),
+            root: h.ssh.root.to_string(),
         })
     }
 }
@@ -417,7 +417,7 @@ pub const HOST_PREREQUISITES: [&str; 5] = ["coreutils", "util-linux", "tar", "zs
 
 pub fn cloud_init(stack: &Stack, site: &Site, host: HostInfo, image: &Image) -> CloudInitContext {
     let mut packages: Vec<String> = HOST_PREREQUISITES.iter().map(|p| p.to_string()).collect();
-    packages.extend(image.cloud_init.packages.iter().cloned());
+    packages.extend(image.cloud_init.packages.iter().map(|p| p.to_string()));
     packages.sort();
     packages.dedup();
     CloudInitContext {
@@ -433,7 +433,7 @@ pub fn cloud_init(stack: &Stack, site: &Site, host: HostInfo, image: &Image) -> 
             .iter()
             .map(|o| OperatorInfo {
                 name: o.name.to_string(),
-                ssh_key: o.ssh_key.clone(),
+                ssh_key: o.ssh_key.to_string(),
             })
             .collect(),
     }

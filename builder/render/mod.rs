@@ -2,6 +2,7 @@
 //! with strict undefined variables and no auto-escaping.
 
 pub mod context;
+pub mod encode;
 mod templates;
 
 pub use templates::{Kind, RenderError, Templates};
@@ -20,10 +21,11 @@ pub fn secret_path(name: &str) -> String {
 /// Quotes one word for a POSIX shell: as is when it is plainly safe,
 /// otherwise in single quotes.
 pub fn shell_quote(word: &str) -> String {
+    // No `=`: a first word `A=b` would run as an assignment.
     let safe = !word.is_empty()
         && word
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"@%+:,./-_".contains(&b));
     if safe {
         word.to_string()
     } else {
@@ -43,5 +45,6 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
         assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        assert_eq!(shell_quote("PATH=/tmp"), "'PATH=/tmp'");
     }
 }

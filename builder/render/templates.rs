@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::model::Diagnostic;
+use crate::model::{Diagnostic, Diagnostics};
 use crate::store::Digest;
 
 /// The kinds of artifact, each rendered from its own folder of templates.
@@ -26,6 +26,18 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Whether template `name` belongs to this kind's folder.
+    fn owns(self, name: &str) -> bool {
+        name.strip_prefix(self.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// Whether this kind's templates may read template `name`: their own
+    /// folder and the shared macros in `lib/`.
+    fn reads(self, name: &str) -> bool {
+        self.owns(name) || name.starts_with("lib/")
+    }
+
     pub const TEMPLATED: [Kind; 7] = [
         Kind::Firewall,
         Kind::Switch,
@@ -60,7 +72,7 @@ pub struct RenderError {
 
 /// Every template of the stack, in memory, with one hash per kind.
 pub struct Templates {
-    env: Environment<'static>,
+    envs: BTreeMap<Kind, Environment<'static>>,
     sources: BTreeMap<String, String>,
     hashes: BTreeMap<Kind, Digest>,
 }
@@ -106,43 +118,31 @@ impl Templates {
         Templates::from_sources(sources)
     }
 
-    /// Builds the environment from templates named by their path under
-    /// `templates/` (`dns/zone.j2`).
+    /// Builds one environment per artifact kind from templates named by their
+    /// path under `templates/` (`dns/zone.j2`). A kind's environment holds
+    /// its own folder and `lib/` and nothing else: an include of another
+    /// kind's template is an error, so a kind's hash covers all it can read.
     pub fn from_sources(sources: BTreeMap<String, String>) -> Result<Templates, Vec<Diagnostic>> {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_auto_escape_callback(|_| AutoEscape::None);
-        // Block tags on their own lines leave no blank lines or indentation.
-        let syntax = minijinja::syntax::SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .keep_trailing_newline(true)
-            .build();
-        match syntax {
-            Ok(syntax) => env.set_syntax(syntax),
-            Err(e) => {
-                return Err(vec![Diagnostic::file(
-                    "templates",
-                    format!("template syntax settings: {e}"),
-                )])
-            }
-        }
-        env.add_filter("sh", sh_filter);
+        let mut envs = BTreeMap::new();
         let mut problems = Vec::new();
-        for (name, text) in &sources {
-            if let Err(e) = env.add_template_owned(name.clone(), text.clone()) {
-                problems.push(diagnostic(&sources, &e, "parsing the template"));
+        for kind in Kind::TEMPLATED {
+            let mut env = environment()?;
+            for (name, text) in sources.iter().filter(|(name, _)| kind.reads(name)) {
+                if let Err(e) = env.add_template_owned(name.clone(), text.clone()) {
+                    problems.push(diagnostic(&sources, &e, "parsing the template"));
+                }
             }
+            envs.insert(kind, env);
         }
         if !problems.is_empty() {
-            return Err(problems);
+            return Err(Diagnostics(problems).into_sorted().0);
         }
         let hashes = Kind::TEMPLATED
             .iter()
             .map(|&kind| (kind, hash_kind(&sources, kind)))
             .collect();
         Ok(Templates {
-            env,
+            envs,
             sources,
             hashes,
         })
@@ -162,38 +162,112 @@ impl Templates {
     }
 
     /// Renders template `name` with `context`; `what` says which artifact
-    /// it was for, in the error.
+    /// it was for, in the error. The render stops when it has run
+    /// [`FUEL`] steps or written [`MAX_OUTPUT`] bytes.
     pub fn render<C: Serialize>(
         &self,
         name: &str,
         context: &C,
         what: &str,
     ) -> Result<String, RenderError> {
-        let template = self.env.get_template(name).map_err(|e| RenderError {
-            diagnostic: Diagnostic::file(
-                PathBuf::from("templates").join(name),
-                format!("template not found while rendering {what}: {e}"),
-            ),
-        })?;
-        template
-            .render(minijinja::Value::from(minijinja::value::Serde(context)))
+        let kind = Kind::TEMPLATED.into_iter().find(|k| k.owns(name));
+        let env = kind.and_then(|k| self.envs.get(&k));
+        let template = env
+            .ok_or_else(|| minijinja::Error::new(ErrorKind::TemplateNotFound, name.to_string()))
+            .and_then(|env| env.get_template(name))
             .map_err(|e| RenderError {
+                diagnostic: Diagnostic::file(
+                    PathBuf::from("templates").join(name),
+                    format!("template not found while rendering {what}: {e}"),
+                ),
+            })?;
+        let mut out = Capped::default();
+        let rendered = template.render_captured_to(
+            minijinja::Value::from(minijinja::value::Serde(context)),
+            &mut out,
+        );
+        match rendered {
+            Ok(_) => String::from_utf8(out.bytes).map_err(|_| RenderError {
+                diagnostic: Diagnostic::file(
+                    PathBuf::from("templates").join(name),
+                    format!("rendering {what} gave text that is not UTF-8"),
+                ),
+            }),
+            Err(e) if out.full => {
+                let mut d = diagnostic(&self.sources, &e, &format!("rendering {what}"));
+                d.message = format!(
+                    "the output is larger than {} MiB, the most an artifact may be (rendering {what})",
+                    MAX_OUTPUT >> 20
+                );
+                Err(RenderError { diagnostic: d })
+            }
+            Err(e) => Err(RenderError {
                 diagnostic: diagnostic(&self.sources, &e, &format!("rendering {what}")),
-            })
+            }),
+        }
     }
 }
 
-fn hash_kind(sources: &BTreeMap<String, String>, kind: Kind) -> Digest {
-    let own = format!("{}/", kind.as_str());
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"sov-templates-v1\0");
-    for (name, text) in sources {
-        if name.starts_with(&own) || name.starts_with("lib/") {
-            hasher.update(&(name.len() as u64).to_le_bytes());
-            hasher.update(name.as_bytes());
-            hasher.update(&(text.len() as u64).to_le_bytes());
-            hasher.update(text.as_bytes());
+/// Template steps one artifact may take: the largest of the example stack
+/// takes about a hundredth of this; a runaway loop stops in seconds.
+pub const FUEL: u64 = 50_000_000;
+
+/// The largest artifact a template may write.
+pub const MAX_OUTPUT: usize = 64 << 20;
+
+/// A writer that refuses to grow past [`MAX_OUTPUT`].
+#[derive(Default)]
+struct Capped {
+    bytes: Vec<u8>,
+    full: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_OUTPUT {
+            self.full = true;
+            return Err(std::io::Error::other("output cap reached"));
         }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An environment with sov's settings: strict undefined values, no
+/// auto-escaping but the encoders (`render::encode`), fuel.
+fn environment() -> Result<Environment<'static>, Vec<Diagnostic>> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    // Block tags on their own lines leave no blank lines or indentation.
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .keep_trailing_newline(true)
+        .build()
+        .map_err(|e| {
+            vec![Diagnostic::file(
+                "templates",
+                format!("template syntax settings: {e}"),
+            )]
+        })?;
+    env.set_syntax(syntax);
+    super::encode::install(&mut env);
+    Ok(env)
+}
+
+fn hash_kind(sources: &BTreeMap<String, String>, kind: Kind) -> Digest {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"sov-templates-v2\0");
+    for (name, text) in sources.iter().filter(|(name, _)| kind.reads(name)) {
+        hasher.update(&(name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update(&(text.len() as u64).to_le_bytes());
+        hasher.update(text.as_bytes());
     }
     Digest::from_hasher(hasher)
 }
@@ -218,12 +292,4 @@ fn diagnostic(sources: &BTreeMap<String, String>, e: &minijinja::Error, doing: &
         excerpt,
         message: format!("{}{detail} ({doing})", e.kind()),
     }
-}
-
-/// `{{ argv | sh }}`: a list of words as one shell command line, each quoted.
-fn sh_filter(argv: Vec<String>) -> String {
-    argv.iter()
-        .map(|w| super::shell_quote(w))
-        .collect::<Vec<_>>()
-        .join(" ")
 }

@@ -2,10 +2,11 @@
 //! and CNAMEs beside other data.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::Report;
-use crate::model::names::check_domain;
+use crate::model::names::Domain;
+use crate::model::rdata;
+use crate::model::site::ZoneKind;
 use crate::model::zones::{self, check_owner, Zone};
 use crate::model::{Diagnostics, Stack};
 use crate::path;
@@ -19,6 +20,11 @@ pub(super) fn check(stack: &Stack, problems: &mut Diagnostics) {
                 if let Err(e) = check_owner(name) {
                     report.at(path!["hosts", i, "public_names", j], e);
                 }
+                for domain in &site.domains.public {
+                    if let Err(e) = check_fits(name, domain) {
+                        report.at(path!["hosts", i, "public_names", j], e);
+                    }
+                }
             }
             if !host.public_names.is_empty() && site.domains.public.is_empty() {
                 report.at(
@@ -31,8 +37,17 @@ pub(super) fn check(stack: &Stack, problems: &mut Diagnostics) {
             if let Err(e) = check_owner(&record.name) {
                 report.at(path!["records", i, "name"], e);
             }
-            if let Err(e) = check_rdata(record.rtype, &record.value) {
-                report.at(path!["records", i, "value"], e);
+            if let Err(e) = rdata::encode(record.rtype.as_str(), &record.value) {
+                report.at(path!["records", i, "value"], e.to_string());
+            }
+            let origin = match record.zone {
+                ZoneKind::Internal => Some(&site.domains.internal),
+                ZoneKind::Public => site.domains.public.iter().max_by_key(|d| d.as_str().len()),
+            };
+            if let Some(origin) = origin {
+                if let Err(e) = check_fits(&record.name, origin) {
+                    report.at(path!["records", i, "name"], e);
+                }
             }
         }
         if site.domains.public.contains(&site.domains.internal) {
@@ -55,57 +70,20 @@ pub(super) fn check(stack: &Stack, problems: &mut Diagnostics) {
     }
 }
 
-fn check_rdata(rtype: crate::model::site::RecordType, value: &str) -> Result<(), String> {
-    use crate::model::site::RecordType as T;
-    let target = |name: &str| -> Result<(), String> {
-        let bare = name.strip_suffix('.').unwrap_or(name);
-        if name == "@" || check_domain(bare).is_ok() {
-            Ok(())
-        } else {
-            Err(format!("`{name}` is not a valid target name"))
-        }
+/// A name and its zone's origin together fit in a DNS name: 255 octets on
+/// the wire, 253 characters written without the final dot.
+fn check_fits(owner: &str, origin: &Domain) -> Result<(), String> {
+    let len = if owner == "@" {
+        origin.as_str().len()
+    } else {
+        owner.len() + 1 + origin.as_str().len()
     };
-    let fields: Vec<&str> = value.split_whitespace().collect();
-    match rtype {
-        T::A => value
-            .parse::<Ipv4Addr>()
-            .map(drop)
-            .map_err(|_| format!("`{value}` is not an IPv4 address")),
-        T::AAAA => value
-            .parse::<Ipv6Addr>()
-            .map(drop)
-            .map_err(|_| format!("`{value}` is not an IPv6 address")),
-        T::CNAME | T::NS => match fields.as_slice() {
-            [name] => target(name),
-            _ => Err(format!("expected one target name, found `{value}`")),
-        },
-        T::MX => match fields.as_slice() {
-            [pref, name] if pref.parse::<u16>().is_ok() => target(name),
-            _ => Err(format!(
-                "expected `<preference> <mail server>`, found `{value}`"
-            )),
-        },
-        T::SRV => match fields.as_slice() {
-            [a, b, c, name] if [a, b, c].iter().all(|n| n.parse::<u16>().is_ok()) => target(name),
-            _ => Err(format!(
-                "expected `<priority> <weight> <port> <target>`, found `{value}`"
-            )),
-        },
-        T::CAA => match fields.as_slice() {
-            [flags, tag, v]
-                if flags.parse::<u8>().is_ok()
-                    && !tag.is_empty()
-                    && v.starts_with('"')
-                    && v.ends_with('"')
-                    && v.len() >= 2 =>
-            {
-                Ok(())
-            }
-            _ => Err(format!(
-                "expected `<flags> <tag> \"<value>\"`, found `{value}`"
-            )),
-        },
-        T::TXT => Ok(()),
+    if len > 253 {
+        Err(format!(
+            "`{owner}` in zone {origin} makes a name of {len} characters: expected at most 253"
+        ))
+    } else {
+        Ok(())
     }
 }
 

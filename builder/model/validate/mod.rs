@@ -59,27 +59,4 @@ fn settings(stack: &Stack, problems: &mut Diagnostics) {
             );
         }
     }
-    for (i, op) in settings.value.operators.iter().enumerate() {
-        if !looks_like_ssh_key(&op.ssh_key) {
-            report.at(
-                crate::path!["operators", i, "ssh_key"],
-                "expected an OpenSSH public key line: `<type> <base64> [comment]`",
-            );
-        }
-    }
-}
-
-/// An OpenSSH public key line: a known key type and base64 data.
-pub(super) fn looks_like_ssh_key(key: &str) -> bool {
-    let mut parts = key.split_whitespace();
-    let (Some(kind), Some(data)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    let known =
-        kind.starts_with("ssh-") || kind.starts_with("ecdsa-sha2-") || kind.starts_with("sk-");
-    known
-        && data.len() >= 16
-        && data
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
 }
