@@ -2,10 +2,11 @@
 //! templates/): regular files inside the stack root, capped in size, as
 //! UTF-8 text whose errors point at a line and column.
 
+use std::ffi::OsStr;
 use std::fs::{self, File, FileType, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::FileTypeExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 
@@ -23,7 +24,7 @@ pub const MAX_FILE_BYTES: u64 = 24 * 1024 * 1024;
 pub enum InputError {
     #[error(
         "a symbolic link that leads outside the stack (or into a hidden folder such as .sov): \
-         expected a file inside the stack's folders"
+         expected a file or folder inside the stack"
     )]
     Escapes,
     #[error("this is {0}, not a regular file: expected a file")]
@@ -79,7 +80,7 @@ impl Inputs {
         let entries = fs::read_dir(self.root.join(dir)).map_err(|e| InputError::Read(e).at(dir))?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
-            .filter(|e| !is_hidden(Path::new(&e.file_name())))
+            .filter(|e| !is_hidden(&e.file_name()))
             .map(|e| dir.join(e.file_name()))
             .filter(|p| keep(p))
             .collect();
@@ -98,7 +99,7 @@ impl Inputs {
         let walk = walkdir::WalkDir::new(&base)
             .sort_by_file_name()
             .into_iter()
-            .filter_entry(|e| e.depth() == 0 || !is_hidden(Path::new(e.file_name())));
+            .filter_entry(|e| e.depth() == 0 || !is_hidden(e.file_name()));
         for entry in walk {
             match entry {
                 Ok(e) if e.file_type().is_dir() => {}
@@ -111,9 +112,10 @@ impl Inputs {
                         .path()
                         .and_then(|p| p.strip_prefix(&base).ok())
                         .map_or_else(|| dir.to_path_buf(), |p| dir.join(p));
+                    // Links are not followed, so walkdir has no loop to report.
                     let io = e
                         .into_io_error()
-                        .unwrap_or_else(|| io::Error::other("walk"));
+                        .unwrap_or_else(|| io::Error::other("a folder loop"));
                     problems.push(InputError::Read(io).at(rel));
                 }
             }
@@ -166,13 +168,7 @@ impl Inputs {
     fn resolve(&self, rel: &Path) -> Result<PathBuf, InputError> {
         let real = fs::canonicalize(self.root.join(rel)).map_err(InputError::Read)?;
         match real.strip_prefix(&self.real) {
-            Ok(inside)
-                if !inside
-                    .components()
-                    .any(|c| is_hidden(Path::new(c.as_os_str()))) =>
-            {
-                Ok(real)
-            }
+            Ok(inside) if !inside.iter().any(is_hidden) => Ok(real),
             _ => Err(InputError::Escapes),
         }
     }
@@ -188,8 +184,8 @@ impl Inputs {
     }
 }
 
-fn is_hidden(name: &Path) -> bool {
-    matches!(name.components().next_back(), Some(Component::Normal(n)) if n.as_encoded_bytes().starts_with(b"."))
+fn is_hidden(name: &OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(b".")
 }
 
 fn check_regular(meta: &Metadata) -> Result<(), InputError> {
