@@ -236,3 +236,26 @@ fn utf8(rel: &Path, bytes: Vec<u8>) -> Result<String, Diagnostic> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_utf8_is_placed_by_line_and_character() {
+        let d = utf8(
+            Path::new("a.toml"),
+            b"x = 1\n# \xc3\xa9t\xc3\xa9 \xfe!\n".to_vec(),
+        )
+        .unwrap_err();
+        assert_eq!((d.line, d.column), (2, 7));
+        assert_eq!(d.excerpt, "# été ");
+        assert!(d.message.contains("0xfe"), "{}", d.message);
+    }
+
+    #[test]
+    fn a_truncated_character_at_the_end_is_placed_too() {
+        let d = utf8(Path::new("a.toml"), b"ab\xc3".to_vec()).unwrap_err();
+        assert_eq!((d.line, d.column, d.excerpt.as_str()), (1, 3, "ab"));
+    }
+}
