@@ -35,7 +35,7 @@ pub enum InputError {
     TooLarge { size: u64 },
     #[error("cannot read the stack root")]
     Root(#[source] io::Error),
-    #[error("cannot read the file")]
+    #[error("cannot read")]
     Read(#[source] io::Error),
 }
 
