@@ -232,7 +232,7 @@ impl CliError {
         match self {
             CliError::Build(e) if e.is_input() => 2,
             CliError::Deploy(e) if e.is_input() => 2,
-            CliError::Init(init::InitError::Exists(_)) => 2,
+            CliError::Init(e) if e.is_input() => 2,
             CliError::Secret(e) if e.is_input() => 2,
             CliError::NoSite => 2,
             _ => 1,

@@ -1,19 +1,20 @@
 //! Reading the stack's TOML files from disk, with positions for every error.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+use super::input::Inputs;
 use super::names::{ImageName, SiteName};
 use super::{Diagnostic, Diagnostics, Loaded, Source, Stack};
 
 pub const SETTINGS_FILE: &str = "sites/stack.toml";
 
 pub fn load(root: PathBuf) -> Result<Stack, Diagnostics> {
+    let inputs = Inputs::new(&root).map_err(|e| Diagnostics(vec![e.at(&root)]))?;
     let mut problems = Diagnostics::default();
-    let settings = read(&root, Path::new(SETTINGS_FILE)).map_err(|d| Diagnostics(vec![d]));
+    let settings = read(&inputs, Path::new(SETTINGS_FILE)).map_err(|d| Diagnostics(vec![d]));
     let settings = match settings.and_then(|s| parse(s).map_err(|d| Diagnostics(vec![d]))) {
         Ok(s) => Some(s),
         Err(d) => {
@@ -23,11 +24,11 @@ pub fn load(root: PathBuf) -> Result<Stack, Diagnostics> {
     };
 
     let mut sites = BTreeMap::new();
-    for rel in toml_files(&root, "sites", &mut problems) {
+    for rel in toml_files(&inputs, "sites", &mut problems) {
         if rel == Path::new(SETTINGS_FILE) {
             continue;
         }
-        match read(&root, &rel).and_then(parse::<super::Site>) {
+        match read(&inputs, &rel).and_then(parse::<super::Site>) {
             Ok(site) => match name_from_stem::<SiteName>(&rel) {
                 Ok(stem) if stem == site.value.name => {
                     sites.insert(stem, site);
@@ -53,8 +54,8 @@ pub fn load(root: PathBuf) -> Result<Stack, Diagnostics> {
     }
 
     let mut images = BTreeMap::new();
-    for rel in toml_files(&root, "images", &mut problems) {
-        let image = read(&root, &rel).and_then(parse::<super::Image>);
+    for rel in toml_files(&inputs, "images", &mut problems) {
+        let image = read(&inputs, &rel).and_then(parse::<super::Image>);
         match (name_from_stem::<ImageName>(&rel), image) {
             (Ok(name), Ok(image)) => {
                 images.insert(name, image);
@@ -75,32 +76,19 @@ pub fn load(root: PathBuf) -> Result<Stack, Diagnostics> {
 }
 
 /// `<dir>/*.toml` under the root, sorted, as paths relative to the root.
-fn toml_files(root: &Path, dir: &str, problems: &mut Diagnostics) -> Vec<PathBuf> {
-    let entries = match fs::read_dir(root.join(dir)) {
-        Ok(entries) => entries,
-        Err(e) => {
-            problems.push(Diagnostic::file(
-                dir,
-                format!("cannot read the directory: {e}"),
-            ));
-            return Vec::new();
-        }
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| PathBuf::from(dir).join(e.file_name()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
-    files
+fn toml_files(inputs: &Inputs, dir: &str, problems: &mut Diagnostics) -> Vec<PathBuf> {
+    inputs
+        .list(Path::new(dir), |p| {
+            p.extension().is_some_and(|x| x == "toml")
+        })
+        .unwrap_or_else(|d| {
+            problems.push(d);
+            Vec::new()
+        })
 }
 
-fn read(root: &Path, rel: &Path) -> Result<Source, Diagnostic> {
-    let bytes = fs::read(root.join(rel))
-        .map_err(|e| Diagnostic::file(rel, format!("cannot read the file: {e}")))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| Diagnostic::file(rel, format!("expected UTF-8 text: {e}")))?;
-    Ok(Source::new(rel, text))
+fn read(inputs: &Inputs, rel: &Path) -> Result<Source, Diagnostic> {
+    Ok(Source::new(rel, inputs.read(rel)?))
 }
 
 fn parse<T: DeserializeOwned>(source: Source) -> Result<Loaded<T>, Diagnostic> {

@@ -3,6 +3,7 @@
 
 pub mod diag;
 pub mod image;
+pub mod input;
 pub mod load;
 pub mod names;
 pub mod rdata;

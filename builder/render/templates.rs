@@ -2,7 +2,6 @@
 //! set, and rendering with errors that point at the template line.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
@@ -78,38 +77,26 @@ pub struct Templates {
 }
 
 impl Templates {
-    /// Reads every file under `<root>/templates`; a problem reading it is a
-    /// diagnostic against the file.
+    /// Reads every file under `<root>/templates` through the stack's one
+    /// reader; a problem reading one is a diagnostic against the file.
     pub fn load(root: &Path) -> Result<Templates, Vec<Diagnostic>> {
-        let dir = root.join("templates");
+        let dir = Path::new("templates");
+        let inputs = crate::model::input::Inputs::new(root).map_err(|e| vec![e.at(root)])?;
         let mut sources = BTreeMap::new();
         let mut problems = Vec::new();
-        for entry in walkdir::WalkDir::new(&dir).sort_by_file_name() {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    problems.push(Diagnostic::file("templates", format!("cannot read: {e}")));
-                    continue;
-                }
-            };
-            if !entry.file_type().is_file() {
-                continue;
-            }
-            let rel = entry.path().strip_prefix(&dir).unwrap_or(entry.path());
-            let name = rel
+        for shown in inputs.walk(dir)? {
+            let name = shown
+                .strip_prefix(dir)
+                .unwrap_or(&shown)
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy())
                 .collect::<Vec<_>>()
                 .join("/");
-            let shown = PathBuf::from("templates").join(rel);
-            match fs::read(entry.path()).map(String::from_utf8) {
-                Ok(Ok(text)) => {
+            match inputs.read(&shown) {
+                Ok(text) => {
                     sources.insert(name, text);
                 }
-                Ok(Err(e)) => {
-                    problems.push(Diagnostic::file(shown, format!("expected UTF-8 text: {e}")))
-                }
-                Err(e) => problems.push(Diagnostic::file(shown, format!("cannot read: {e}"))),
+                Err(d) => problems.push(d),
             }
         }
         if !problems.is_empty() {
