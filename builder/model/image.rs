@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::names::{ContainerImage, HostName};
-use super::values::{Package, Seconds, Text};
+use super::values::{Arg, Package, Seconds, Text};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,7 +40,7 @@ pub struct CloudInit {
     pub packages: Vec<Package>,
     /// Commands run once on first boot, each an argv list.
     #[serde(default)]
-    pub runcmd: Vec<Vec<String>>,
+    pub runcmd: Vec<Vec<Arg>>,
     #[serde(default = "default_timezone")]
     pub timezone: String,
 }
@@ -55,9 +55,9 @@ pub struct Compose {
     /// The compose project name.
     pub project: HostName,
     /// Run in the unpacked bundle to start the generation's containers.
-    pub up: Vec<String>,
+    pub up: Vec<Arg>,
     /// Run in the unpacked bundle to stop them.
-    pub down: Vec<String>,
+    pub down: Vec<Arg>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,15 +67,15 @@ pub struct Container {
     /// Must be pinned: `registry/name:tag@sha256:<digest>`.
     pub image: ContainerImage,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
+    pub command: Option<Vec<Arg>>,
     /// `host:container` or `host:container/udp`.
     #[serde(default)]
     pub ports: Vec<String>,
     /// `host-path:container-path[:ro]`, or a bundle file `./path:container-path`.
     #[serde(default)]
-    pub volumes: Vec<String>,
+    pub volumes: Vec<Arg>,
     #[serde(default)]
-    pub environment: BTreeMap<String, String>,
+    pub environment: BTreeMap<String, Arg>,
     /// Secrets mounted read-only at `/run/secrets/<name>` in the container.
     #[serde(default)]
     pub secrets: Vec<HostName>,
@@ -127,16 +127,16 @@ pub struct Data {
     pub paths: Vec<String>,
     /// Commands that stop the services writing the data (argv lists).
     #[serde(default)]
-    pub stop: Vec<Vec<String>>,
+    pub stop: Vec<Vec<Arg>>,
     #[serde(default)]
-    pub start: Vec<Vec<String>>,
+    pub start: Vec<Vec<Arg>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     pub name: HostName,
-    pub command: Vec<String>,
+    pub command: Vec<Arg>,
     #[serde(default = "default_health_timeout")]
     pub timeout: Seconds,
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::names::{Domain, HostName, ImageName, Mac, SiteName, VlanName};
 use super::values::{
-    AbsPath, Interface, PortNumber, PublicKey, Seconds, SshAddress, Text, UserName,
+    AbsPath, Interface, PortName, PortNumber, PublicKey, Seconds, SshAddress, Text, UserName,
 };
 
 /// One data center.
@@ -115,13 +115,13 @@ impl SwitchDialect {
 #[serde(deny_unknown_fields, tag = "mode", rename_all = "lowercase")]
 pub enum Port {
     Access {
-        name: String,
+        name: PortName,
         vlan: VlanName,
         #[serde(default)]
         description: Text,
     },
     Trunk {
-        name: String,
+        name: PortName,
         vlans: Vec<VlanName>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         native_vlan: Option<VlanName>,
@@ -133,7 +133,7 @@ pub enum Port {
 impl Port {
     pub fn name(&self) -> &str {
         match self {
-            Port::Access { name, .. } | Port::Trunk { name, .. } => name,
+            Port::Access { name, .. } | Port::Trunk { name, .. } => name.as_str(),
         }
     }
 }

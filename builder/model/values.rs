@@ -165,6 +165,35 @@ string_value!(
 );
 
 string_value!(
+    /// One argument of a command, or a value handed to a program as it is
+    /// (an environment value, a volume): anything but a NUL byte, which no
+    /// argv, shell word or YAML string can carry.
+    Arg,
+    |v| if v.contains('\0') {
+        Err("the value holds a NUL character (\\0): expected text without it".to_string())
+    } else {
+        Ok(())
+    }
+);
+
+string_value!(
+    /// The name of a switch port as the switch's CLI takes it
+    /// (`GigabitEthernet1/0/1`): printable ASCII without spaces or `?`.
+    PortName,
+    |v| {
+        let ok = !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic() && b != b'?');
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is not a switch port name: expected one word of printable ASCII, like GigabitEthernet1/0/1",
+                shown(v)
+            ))
+        }
+    }
+);
+
+string_value!(
     /// Free text (comments, descriptions): one line of printable characters.
     /// Control characters, line and paragraph separators and the invisible
     /// characters that reorder text (Trojan Source) are refused, since no

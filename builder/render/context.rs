@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::secret_path;
 use crate::model::image::{Container, Data, HealthCheck};
 use crate::model::site::{Allow, Port, Proto, Role};
+use crate::model::values::Arg;
 use crate::model::zones::Zone;
 use crate::model::{Host, Image, Site, Stack, Vlan};
 
@@ -215,7 +216,7 @@ pub fn switch(stack: &Stack, site: &Site) -> SwitchContext {
                 vlan,
                 description,
             } => PortInfo {
-                name: name.clone(),
+                name: name.to_string(),
                 mode: "access",
                 description: description.to_string(),
                 vlans: id(vlan.as_str()).into_iter().collect(),
@@ -230,7 +231,7 @@ pub fn switch(stack: &Stack, site: &Site) -> SwitchContext {
                 let mut ids: Vec<u16> = vlans.iter().filter_map(|v| id(v.as_str())).collect();
                 ids.sort_unstable();
                 PortInfo {
-                    name: name.clone(),
+                    name: name.to_string(),
                     mode: "trunk",
                     description: description.to_string(),
                     vlans: ids,
@@ -400,7 +401,7 @@ pub struct CloudInitContext {
     pub site: SiteInfo,
     pub host: HostInfo,
     pub packages: Vec<String>,
-    pub runcmd: Vec<Vec<String>>,
+    pub runcmd: Vec<Vec<Arg>>,
     pub timezone: String,
     pub operators: Vec<OperatorInfo>,
 }
@@ -527,8 +528,8 @@ pub struct ComposeActivation {
     /// The bundle's artifact name.
     pub bundle: String,
     pub project: String,
-    pub up: Vec<String>,
-    pub down: Vec<String>,
+    pub up: Vec<Arg>,
+    pub down: Vec<Arg>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -307,16 +307,27 @@ fn ios_text(value: &str) -> Value {
     encoded(Class::Lang(Lang::Ios), clean)
 }
 
-/// A JSON value; JSON strings are also YAML strings (flow scalars).
+/// A JSON value; JSON strings are also YAML strings (flow scalars) once the
+/// characters YAML reads differently are escaped too: DEL and the C1
+/// controls, which YAML does not allow, and the line and paragraph
+/// separators and byte-order mark, which YAML 1.1 takes as line breaks.
 fn json(value: &Value) -> Result<Value, Error> {
-    serde_json::to_string(value)
-        .map(|text| encoded(Class::Lang(Lang::Json), text))
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidOperation,
-                format!("cannot write JSON: {e}"),
-            )
-        })
+    let text = serde_json::to_string(value).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("cannot write JSON: {e}"),
+        )
+    })?;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)))
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(encoded(Class::Lang(Lang::Json), out))
 }
 
 /// One shell word, or a list of words as one command line, each quoted.
@@ -332,9 +343,13 @@ fn sh(value: &Value) -> Result<Value, Error> {
     Ok(encoded(Class::Lang(Lang::Sh), quoted.join(" ")))
 }
 
+/// A string or number as text; a shell word cannot hold a NUL byte.
 fn word_text(value: &Value) -> Option<String> {
     match value.kind() {
-        ValueKind::String => value.as_str().map(str::to_string),
+        ValueKind::String => value
+            .as_str()
+            .filter(|s| !s.contains('\0'))
+            .map(str::to_string),
         ValueKind::Number => Some(value.to_string()),
         _ => None,
     }
@@ -519,6 +534,17 @@ mod tests {
             ctx("10.0.0.0/8 accept")
         )
         .is_err());
+    }
+
+    #[test]
+    fn json_escapes_what_yaml_reads_differently() {
+        let out = render(
+            "cloud-init/user-data.j2",
+            "{{ v | json }}",
+            ctx("a\u{7f}\u{85}\u{2028}b"),
+        )
+        .unwrap();
+        assert_eq!(out, "\"a\\u007f\\u0085\\u2028b\"");
     }
 
     #[test]

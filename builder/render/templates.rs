@@ -150,7 +150,7 @@ impl Templates {
 
     /// Renders template `name` with `context`; `what` says which artifact
     /// it was for, in the error. The render stops when it has run
-    /// [`FUEL`] steps or written [`MAX_OUTPUT`] bytes.
+    /// out of fuel or written [`MAX_OUTPUT`] bytes.
     pub fn render<C: Serialize>(
         &self,
         name: &str,
@@ -158,8 +158,17 @@ impl Templates {
         what: &str,
     ) -> Result<String, RenderError> {
         let kind = Kind::TEMPLATED.into_iter().find(|k| k.owns(name));
-        let env = kind.and_then(|k| self.envs.get(&k));
+        // Fuel in proportion to the data: a template may do a bounded amount
+        // of work per byte of what it reads, and a runaway loop over a small
+        // context stops within a second.
+        let size = serde_json::to_vec(context).map_or(0, |v| v.len() as u64);
+        let context = minijinja::Value::from(minijinja::value::Serde(context));
+        let mut env = kind.and_then(|k| self.envs.get(&k)).cloned();
+        if let Some(env) = &mut env {
+            env.set_fuel(Some(FUEL_BASE + FUEL_PER_BYTE * size));
+        }
         let template = env
+            .as_ref()
             .ok_or_else(|| minijinja::Error::new(ErrorKind::TemplateNotFound, name.to_string()))
             .and_then(|env| env.get_template(name))
             .map_err(|e| RenderError {
@@ -169,10 +178,7 @@ impl Templates {
                 ),
             })?;
         let mut out = Capped::default();
-        let rendered = template.render_captured_to(
-            minijinja::Value::from(minijinja::value::Serde(context)),
-            &mut out,
-        );
+        let rendered = template.render_captured_to(context, &mut out);
         match rendered {
             Ok(_) => String::from_utf8(out.bytes).map_err(|_| RenderError {
                 diagnostic: Diagnostic::file(
@@ -195,9 +201,10 @@ impl Templates {
     }
 }
 
-/// Template steps one artifact may take: the largest of the example stack
-/// takes about a hundredth of this; a runaway loop stops in seconds.
-pub const FUEL: u64 = 50_000_000;
+/// Template steps one artifact may take, plus [`FUEL_PER_BYTE`] per byte of
+/// its context (see `render`).
+pub const FUEL_BASE: u64 = 500_000;
+pub const FUEL_PER_BYTE: u64 = 40;
 
 /// The largest artifact a template may write.
 pub const MAX_OUTPUT: usize = 64 << 20;
@@ -229,7 +236,6 @@ impl std::io::Write for Capped {
 fn environment() -> Result<Environment<'static>, Vec<Diagnostic>> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_fuel(Some(FUEL));
     // Block tags on their own lines leave no blank lines or indentation.
     let syntax = minijinja::syntax::SyntaxConfig::builder()
         .trim_blocks(true)
