@@ -1853,13 +1853,18 @@ fn bundle(
 
 // ---- activation: sh ------------------------------------------------------------
 
-/// Runs the script's own assignments and health-check lines in a real `sh`,
-/// with `check_one` replaced by a printer of its arguments.
+/// Runs the script's own assignments and its `cmd_check` in a real `sh`,
+/// with `check_one` replaced by a printer of its arguments (whole blocks,
+/// so that a quoted word may span lines).
 const ACTIVATION_READER: &str = r#"
+log() { :; }
+die() { exit 1; }
+compose_dir() { :; }
 check_one() { printf '%s\037' "$@"; printf '\036'; }
-eval "$(grep -E '^SOV_(ROOT|SITE|HOST)=' "$1")"
+eval "$(sed -n '/^SOV_ROOT=/,/^export SOV_ROOT/p' "$1")"
 printf '%s\037' "$SOV_ROOT" "$SOV_SITE" "$SOV_HOST"; printf '\036'
-eval "$(grep -E '^[[:space:]]*check_one ' "$1")"
+eval "$(sed -n '/^cmd_check() {$/,/^}$/p' "$1")"
+cmd_check
 "#;
 
 fn activation(
@@ -1875,6 +1880,18 @@ fn activation(
     else {
         return;
     };
+    if let Ok(bytes) = fs::read(path) {
+        for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            // sh cannot pass a NUL in a word; every other byte it quotes.
+            if line.contains(&0) {
+                reading.wrong(format!(
+                    "activation line {}: a NUL byte: {:?}",
+                    n + 1,
+                    String::from_utf8_lossy(line)
+                ));
+            }
+        }
+    }
     if reading
         .ok(run(Command::new("sh").arg("-n").arg(path)))
         .is_none()
