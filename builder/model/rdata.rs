@@ -124,7 +124,11 @@ fn caa(value: &str, flags: &str, tag: &str) -> Result<String, RdataError> {
                 "the CAA value {rest} holds `\"` or `\\`: expected a plain value"
             )))
         }
-        None if !rest.is_empty() && !rest.contains(char::is_whitespace) => rest,
+        None if !rest.is_empty()
+            && !rest.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\') =>
+        {
+            rest
+        }
         None => {
             return Err(RdataError(format!(
                 "expected `<flags> <tag> \"<value>\"`, found {value:?}"
@@ -183,6 +187,7 @@ mod tests {
         );
         assert!(encode("CAA", "0 issue \"a\" b \"c\"").is_err());
         assert!(encode("CAA", "0 is-sue \"a\"").is_err());
+        assert!(encode("CAA", "0 issue \"a\"b").is_err());
     }
 
     #[test]

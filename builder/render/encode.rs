@@ -250,7 +250,7 @@ fn nft_comment(value: &str) -> Value {
             '"' => '\'',
             '\\' => '/',
             ' '..='~' => c,
-            c if c.is_control() => ' ',
+            c if c < ' ' => ' ',
             _ => '?',
         })
         .take(128)

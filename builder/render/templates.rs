@@ -186,14 +186,15 @@ impl Templates {
                     format!("rendering {what} gave text that is not UTF-8"),
                 ),
             }),
-            Err(e) if out.full => {
-                let mut d = diagnostic(&self.sources, &e, &format!("rendering {what}"));
-                d.message = format!(
-                    "the output is larger than {} MiB, the most an artifact may be (rendering {what})",
-                    MAX_OUTPUT >> 20
-                );
-                Err(RenderError { diagnostic: d })
-            }
+            Err(_) if out.full => Err(RenderError {
+                diagnostic: Diagnostic::file(
+                    PathBuf::from("templates").join(name),
+                    format!(
+                        "the output is larger than {} MiB, the most an artifact may be (rendering {what})",
+                        MAX_OUTPUT >> 20
+                    ),
+                ),
+            }),
             Err(e) => Err(RenderError {
                 diagnostic: diagnostic(&self.sources, &e, &format!("rendering {what}")),
             }),

@@ -500,14 +500,15 @@ fn run(cmd: &mut Command) -> Result<Output, String> {
 
 // ---- firewall: `nft -j list ruleset` after loading it --------------------------
 
-/// An nft comment as the firewall template writes it: `"` becomes `'`,
-/// control characters spaces, any other non-ASCII character `?`, and the
+/// An nft comment as the firewall template writes it: `"` becomes `'`, `\`
+/// becomes `/`, control characters spaces, any other non-ASCII character `?`, and the
 /// whole comment is cut at 128 bytes.
 pub fn nft_comment(text: &str) -> String {
     let clean: String = text
         .chars()
         .map(|c| match c {
             '"' => '\'',
+            '\\' => '/',
             c if c < ' ' => ' ',
             c if c < '\u{7f}' => c,
             _ => '?',
