@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod hosts;
 pub mod labstack;
+pub mod scale;
 
 use std::collections::BTreeMap;
 use std::fs;
