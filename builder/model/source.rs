@@ -1,8 +1,8 @@
 //! A parsed input file kept with its text, so that any later check can point
 //! at the line and column of the value it is about.
 
-use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue};
@@ -42,7 +42,10 @@ macro_rules! path {
 pub struct Source {
     /// Relative to the stack root, as shown in diagnostics.
     pub path: PathBuf,
-    pub text: String,
+    text: String,
+    /// Made on the first diagnostic and kept: a file with thousands of
+    /// problems is parsed for positions once, not once per problem.
+    index: OnceLock<Index>,
 }
 
 impl Source {
@@ -50,6 +53,7 @@ impl Source {
         Self {
             path: path.into(),
             text,
+            index: OnceLock::new(),
         }
     }
 
@@ -57,41 +61,25 @@ impl Source {
     /// diagnostic at the position toml reports.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Diagnostic> {
         toml::from_str(&self.text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            self.diagnostic_at(span, e.message().trim_end().to_string())
+            let start = e.span().map_or(0, |s| s.start);
+            self.diagnostic_at(start, e.message().trim_end().to_string())
         })
     }
 
     /// A diagnostic at the value found by `path`; at the nearest enclosing
     /// value that exists when the path ends early (a missing key).
     pub fn at(&self, path: &[Step<'_>], message: impl Into<String>) -> Diagnostic {
-        let span = self.span_of(path).unwrap_or(0..0);
-        self.diagnostic_at(span, message.into())
+        let start = self.index().start_of(path);
+        self.diagnostic_at(start, message.into())
     }
 
-    fn span_of(&self, path: &[Step<'_>]) -> Option<Range<usize>> {
-        let root: Spanned<DeTable<'_>> = DeTable::parse(&self.text).ok()?;
-        let mut span = root.span();
-        let mut table = Some(root.get_ref());
-        let mut value: Option<&Spanned<DeValue<'_>>> = None;
-        for step in path {
-            let next = match (*step, table, value.map(|v| v.get_ref())) {
-                (Step::Key(key), Some(t), _) => t.get(key),
-                (Step::Index(i), _, Some(DeValue::Array(a))) => a.get(i),
-                _ => None,
-            };
-            let Some(next) = next else { break };
-            span = next.span();
-            table = next.get_ref().as_table();
-            value = Some(next);
-        }
-        Some(span)
+    fn index(&self) -> &Index {
+        self.index.get_or_init(|| Index::new(&self.text))
     }
 
-    fn diagnostic_at(&self, span: Range<usize>, message: String) -> Diagnostic {
-        let start = span.start.min(self.text.len());
-        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line = self.text[..start].matches('\n').count() + 1;
+    fn diagnostic_at(&self, start: usize, message: String) -> Diagnostic {
+        let start = start.min(self.text.len());
+        let (line, line_start) = self.index().line_of(start);
         let column = self.text[line_start..start].chars().count() + 1;
         let excerpt = self.text[line_start..]
             .lines()
@@ -105,6 +93,92 @@ impl Source {
             excerpt,
             message,
         }
+    }
+}
+
+/// Where every value of a document and every line starts, owned so that it
+/// can live beside the text it was read from.
+#[derive(Debug, Clone)]
+struct Index {
+    /// None when the document does not parse: every path points at its start.
+    root: Option<Node>,
+    /// Byte offsets of the line starts, the first being 0.
+    lines: Vec<usize>,
+}
+
+/// A value: where it starts, and its keys or elements.
+#[derive(Debug, Clone)]
+struct Node {
+    start: usize,
+    inner: Inner,
+}
+
+#[derive(Debug, Clone)]
+enum Inner {
+    Scalar,
+    /// Sorted by key.
+    Table(Box<[(Box<str>, Node)]>),
+    Array(Box<[Node]>),
+}
+
+impl Index {
+    fn new(text: &str) -> Index {
+        let root = DeTable::parse(text).ok().map(|root| Node {
+            start: root.span().start,
+            inner: Node::table(root.get_ref()),
+        });
+        let lines = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Index { root, lines }
+    }
+
+    fn start_of(&self, path: &[Step<'_>]) -> usize {
+        let Some(mut node) = self.root.as_ref() else {
+            return 0;
+        };
+        for step in path {
+            let next = match (*step, &node.inner) {
+                (Step::Key(key), Inner::Table(entries)) => entries
+                    .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+                    .ok()
+                    .map(|i| &entries[i].1),
+                (Step::Index(i), Inner::Array(elements)) => elements.get(i),
+                _ => None,
+            };
+            let Some(next) = next else { break };
+            node = next;
+        }
+        node.start
+    }
+
+    /// The 1-based line holding byte `offset`, and where that line starts.
+    fn line_of(&self, offset: usize) -> (usize, usize) {
+        let line = self.lines.partition_point(|&s| s <= offset).max(1);
+        (line, self.lines[line - 1])
+    }
+}
+
+impl Node {
+    fn new(value: &Spanned<DeValue<'_>>) -> Node {
+        let inner = match value.get_ref() {
+            DeValue::Table(table) => Node::table(table),
+            DeValue::Array(array) => Inner::Array(array.iter().map(Node::new).collect()),
+            _ => Inner::Scalar,
+        };
+        Node {
+            start: value.span().start,
+            inner,
+        }
+    }
+
+    fn table(table: &DeTable<'_>) -> Inner {
+        let mut entries: Vec<(Box<str>, Node)> = table
+            .iter()
+            .map(|(key, value)| (Box::from(key.get_ref().as_ref()), Node::new(value)))
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Inner::Table(entries.into_boxed_slice())
     }
 }
 
@@ -122,6 +196,35 @@ mod tests {
         assert_eq!(d.excerpt, "mac = \"52\"");
         let d = src.at(crate::path!["hosts", 0, "missing"], "no key");
         assert_eq!(d.line, 3, "a missing key points at its table");
+    }
+
+    #[test]
+    fn points_into_inline_values_and_quoted_keys() {
+        let text = "a = [1, { \"b c\" = 2 }]\n\n[t]\n\"x.y\" = [\n  3,\n  4,\n]\n";
+        let src = Source::new("x.toml", text.to_string());
+        let at = |path: &[Step<'_>]| {
+            let d = src.at(path, "");
+            (d.line, d.column)
+        };
+        assert_eq!(at(crate::path!["a", 1, "b c"]), (1, 19));
+        assert_eq!(at(crate::path!["t", "x.y", 1]), (6, 3));
+        assert_eq!(
+            at(crate::path!["t", "x.y", 9]),
+            (4, 9),
+            "past the end: the array"
+        );
+        assert_eq!(
+            at(crate::path!["a", "k"]),
+            (1, 5),
+            "a key of an array: the array"
+        );
+    }
+
+    #[test]
+    fn an_unparsable_document_points_at_its_start() {
+        let src = Source::new("x.toml", "a = \n[b".to_string());
+        let d = src.at(crate::path!["a"], "bad");
+        assert_eq!((d.line, d.column, d.excerpt.as_str()), (1, 1, "a = "));
     }
 
     #[test]

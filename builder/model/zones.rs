@@ -2,7 +2,8 @@
 //! written by hand: a public zone per public domain, the internal zone and a
 //! reverse zone per subnet. Validation and the zone templates share it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -285,12 +286,17 @@ fn ptr_owner(net: Ipv4Net, ip: Ipv4Addr) -> String {
 }
 
 /// One reverse zone per subnet; subnets that share an octet-aligned network
-/// share its zone.
+/// share its zone. An address goes to the zone of the first VLAN whose
+/// zone holds it.
 pub fn reverse_zones(site: &Site) -> Vec<Zone> {
+    // Zone networks are octet-aligned, so the zones that may hold an
+    // address are its /8, /16, /24 and /32: four lookups, not a scan.
     let mut zones: Vec<(Ipv4Net, Zone)> = Vec::new();
+    let mut by_net: HashMap<Ipv4Net, usize> = HashMap::new();
     for vlan in &site.vlans {
         let (net, origin) = reverse_origin(vlan.subnet);
-        if zones.iter().all(|(_, z)| z.origin != origin) {
+        if let Entry::Vacant(slot) = by_net.entry(net) {
+            slot.insert(zones.len());
             let mut zone = Zone::new(origin, Kind::Reverse, internal_nameservers(site));
             ns_records(&mut zone, &site.name);
             zones.push((net, zone));
@@ -298,7 +304,12 @@ pub fn reverse_zones(site: &Site) -> Vec<Zone> {
     }
     let internal = &site.domains.internal;
     let mut ptr = |ip: Ipv4Addr, name: String, path: Vec<Step<'static>>| {
-        if let Some((net, zone)) = zones.iter_mut().find(|(net, _)| net.contains(&ip)) {
+        let first = [8, 16, 24, 32]
+            .into_iter()
+            .filter_map(|bits| Ipv4Net::new(ip, bits).ok())
+            .filter_map(|net| by_net.get(&net.trunc()).copied())
+            .min();
+        if let Some((net, zone)) = first.map(|i| &mut zones[i]) {
             zone.records.push(Rr {
                 owner: ptr_owner(*net, ip),
                 ttl: None,

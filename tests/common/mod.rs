@@ -5,6 +5,7 @@ pub mod bench;
 pub mod hosts;
 pub mod labstack;
 pub mod oracle;
+pub mod scale;
 
 use std::collections::BTreeMap;
 use std::fs;

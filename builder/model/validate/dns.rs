@@ -95,12 +95,18 @@ fn cname_conflicts(stack: &Stack, zone: &Zone, problems: &mut Diagnostics) {
         by_owner.entry(&rr.owner).or_default().push(rr);
     }
     for (owner, records) in by_owner {
+        // How many records of each type the name has: the other data beside
+        // one CNAME is every type but CNAME, and CNAME when there are two.
+        let mut types: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in &records {
+            *types.entry(r.rtype).or_default() += 1;
+        }
+        let others: Vec<&str> = types
+            .iter()
+            .filter(|&(&t, &n)| t != "CNAME" || n > 1)
+            .map(|(&t, _)| t)
+            .collect();
         for rr in records.iter().filter(|r| r.rtype == "CNAME") {
-            let others: BTreeSet<&str> = records
-                .iter()
-                .filter(|r| !std::ptr::eq(**r, *rr))
-                .map(|r| r.rtype)
-                .collect();
             let message = if owner == "@" {
                 format!(
                     "CNAME at the apex of zone {}: the apex already has SOA and NS",
@@ -109,11 +115,10 @@ fn cname_conflicts(stack: &Stack, zone: &Zone, problems: &mut Diagnostics) {
             } else if others.is_empty() {
                 continue;
             } else {
-                let list: Vec<&str> = others.into_iter().collect();
                 format!(
                     "`{owner}` in zone {} has a CNAME beside other data ({}): a CNAME must stand alone",
                     zone.origin,
-                    list.join(", ")
+                    others.join(", ")
                 )
             };
             if let Some(site) = stack.sites.get(rr.from.site.as_str()) {

@@ -1,7 +1,7 @@
 //! Image checks: pinned container images, references between containers,
 //! secrets and bundle files.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::Report;
 use crate::model::Image;
@@ -84,6 +84,7 @@ pub(super) fn check(image: &Image, report: &mut Report<'_>) {
         }
     }
     let mut paths = BTreeSet::new();
+    let mut folders = BTreeMap::new();
     for (i, f) in image.files.iter().enumerate() {
         let clean = !f.path.is_empty()
             && !f.path.starts_with('/')
@@ -107,6 +108,9 @@ pub(super) fn check(image: &Image, report: &mut Report<'_>) {
                 path!["files", i, "path"],
                 format!("bundle file `{}` is declared twice", f.path),
             );
+        }
+        if let Some(message) = file_and_folder(&f.path, &paths, &mut folders) {
+            report.at(path!["files", i, "path"], message);
         }
         if f.mode > 0o7777 {
             report.at(
@@ -142,6 +146,31 @@ pub(super) fn check(image: &Image, report: &mut Report<'_>) {
             );
         }
     }
+}
+
+/// Whether a bundle file needs a path that an earlier one (or the compose
+/// file) takes as a file where it needs a folder, or the other way round:
+/// `caddy` and `caddy/Caddyfile` cannot both be in the tar. `files` holds
+/// the paths seen so far, `folders` each folder they need with one file in
+/// it; both take this path's part.
+fn file_and_folder<'a>(
+    path: &'a str,
+    files: &BTreeSet<&str>,
+    folders: &mut BTreeMap<&'a str, &'a str>,
+) -> Option<String> {
+    let mut problem = folders
+        .get(path)
+        .map(|inside| format!("bundle file `{path}` is also the folder of bundle file `{inside}`"));
+    for (at, _) in path.match_indices('/') {
+        let folder = &path[..at];
+        if problem.is_none() && (files.contains(folder) || folder == crate::render::COMPOSE_FILE) {
+            problem = Some(format!(
+                "bundle file `{path}` needs `{folder}` to be a folder, but `{folder}` is a file of the bundle"
+            ));
+        }
+        folders.entry(folder).or_insert(path);
+    }
+    problem
 }
 
 fn valid_port_mapping(port: &str) -> bool {

@@ -1,6 +1,7 @@
 //! VLANs, subnets, addresses and MACs of one site: ranges, overlaps and
 //! duplicates.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -21,6 +22,18 @@ fn usable(subnet: ipnet::Ipv4Net, ip: Ipv4Addr) -> bool {
         && (subnet.prefix_len() >= 31 || (ip != subnet.network() && ip != subnet.broadcast()))
 }
 
+/// What `key` was first seen with, or None after recording `value` for
+/// it: a duplicate names the declaration it repeats, not the previous repeat.
+fn first_seen<K: Ord, V: Clone>(seen: &mut BTreeMap<K, V>, key: K, value: V) -> Option<V> {
+    match seen.entry(key) {
+        Entry::Occupied(first) => Some(first.get().clone()),
+        Entry::Vacant(slot) => {
+            slot.insert(value);
+            None
+        }
+    }
+}
+
 fn vlans(site: &Site, report: &mut Report<'_>) {
     let mut ids = BTreeMap::new();
     let mut names = BTreeMap::new();
@@ -31,7 +44,7 @@ fn vlans(site: &Site, report: &mut Report<'_>) {
                 format!("VLAN id {} is out of range: expected 1 to 4094", vlan.id),
             );
         }
-        if let Some(first) = ids.insert(vlan.id, i) {
+        if let Some(first) = first_seen(&mut ids, vlan.id, i) {
             report.at(
                 path!["vlans", i, "id"],
                 format!(
@@ -40,7 +53,7 @@ fn vlans(site: &Site, report: &mut Report<'_>) {
                 ),
             );
         }
-        if names.insert(&vlan.name, i).is_some() {
+        if first_seen(&mut names, &vlan.name, i).is_some() {
             report.at(
                 path!["vlans", i, "name"],
                 format!("VLAN name `{}` is declared twice", vlan.name),
@@ -90,19 +103,42 @@ fn vlans(site: &Site, report: &mut Report<'_>) {
                 );
             }
         }
-        for (j, other) in site.vlans.iter().enumerate().take(i) {
-            if vlan.subnet.contains(&other.subnet.network())
-                || other.subnet.contains(&vlan.subnet.network())
-            {
-                report.at(
-                    path!["vlans", i, "subnet"],
-                    format!(
-                        "subnet {} overlaps subnet {} of VLAN `{}`",
-                        vlan.subnet, other.subnet, site.vlans[j].name
-                    ),
-                );
-            }
+    }
+    overlaps(site, report);
+}
+
+/// Subnets that share an address, found in one pass over the subnets sorted
+/// by network: CIDR blocks are either disjoint or nested, so a stack of the
+/// blocks enclosing the current one holds every block it overlaps. Each
+/// overlap is reported once, at the VLAN declared later.
+fn overlaps(site: &Site, report: &mut Report<'_>) {
+    let mut order: Vec<(ipnet::Ipv4Net, usize)> = site
+        .vlans
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.subnet.trunc(), i))
+        .collect();
+    order.sort_unstable_by_key(|&(net, i)| (net.network(), net.prefix_len(), i));
+    let mut enclosing: Vec<(ipnet::Ipv4Net, usize)> = Vec::new();
+    for (net, i) in order {
+        while enclosing
+            .last()
+            .is_some_and(|(outer, _)| outer.broadcast() < net.network())
+        {
+            enclosing.pop();
         }
+        if let Some(&(_, j)) = enclosing.last() {
+            let (later, earlier) = (i.max(j), i.min(j));
+            let (vlan, other) = (&site.vlans[later], &site.vlans[earlier]);
+            report.at(
+                path!["vlans", later, "subnet"],
+                format!(
+                    "subnet {} overlaps subnet {} of VLAN `{}`",
+                    vlan.subnet, other.subnet, other.name
+                ),
+            );
+        }
+        enclosing.push((net, i));
     }
 }
 
@@ -117,8 +153,12 @@ fn hosts(site: &Site, report: &mut Report<'_>) {
         site.switch.management_ip,
         format!("the switch `{}`", site.switch.name),
     );
+    let mut vlans = BTreeMap::new();
+    for vlan in &site.vlans {
+        vlans.entry(&vlan.name).or_insert(vlan);
+    }
     for (i, host) in site.hosts.iter().enumerate() {
-        if let Some(first) = names.insert(&host.name, i) {
+        if let Some(first) = first_seen(&mut names, &host.name, i) {
             report.at(
                 path!["hosts", i, "name"],
                 format!(
@@ -128,7 +168,7 @@ fn hosts(site: &Site, report: &mut Report<'_>) {
                 ),
             );
         }
-        if let Some(first) = macs.insert(host.mac, i) {
+        if let Some(first) = first_seen(&mut macs, host.mac, i) {
             report.at(
                 path!["hosts", i, "mac"],
                 format!(
@@ -138,13 +178,13 @@ fn hosts(site: &Site, report: &mut Report<'_>) {
             );
         }
         let Some(ip) = host.ip else { continue };
-        if let Some(owner) = ips.insert(ip, format!("host `{}`", host.name)) {
+        if let Some(owner) = first_seen(&mut ips, ip, format!("host `{}`", host.name)) {
             report.at(
                 path!["hosts", i, "ip"],
                 format!("address {ip} is already used by {owner}"),
             );
         }
-        let Some(vlan) = site.vlans.iter().find(|v| v.name == host.vlan) else {
+        let Some(vlan) = vlans.get(&host.vlan) else {
             continue;
         };
         if !usable(vlan.subnet, ip) {
@@ -166,11 +206,7 @@ fn hosts(site: &Site, report: &mut Report<'_>) {
             );
         }
     }
-    if let Some(vlan) = site
-        .vlans
-        .iter()
-        .find(|v| v.name == site.switch.management_vlan)
-    {
+    if let Some(vlan) = vlans.get(&site.switch.management_vlan) {
         if !usable(vlan.subnet, site.switch.management_ip) {
             report.at(
                 path!["switch", "management_ip"],
