@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub use digest::{Digest, DigestError};
 pub use fsutil::{fsync_dir, replace_symlink, StateLock};
-pub use object::{Encoding, ObjectName, ObjectNameError};
+pub use object::{fit_name, Encoding, ObjectName, ObjectNameError, MAX_NAME};
 
 /// Everything that can go wrong in the store, with the path it concerns.
 #[derive(Debug, thiserror::Error)]
