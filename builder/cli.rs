@@ -11,7 +11,7 @@ use crate::deploy::{self, recover, Mode, OnFailure, Which};
 use crate::init;
 use crate::model::Stack;
 use crate::secrets::{self, SecretError, SecretValue, Vault};
-use crate::store::{StateLock, Store, StoreError};
+use crate::store::{Health, ObjectName, StateLock, Store, StoreError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -214,6 +214,8 @@ pub enum CliError {
     Stdin(#[source] std::io::Error),
     #[error("{count} corrupt object{}: {}", if *count == 1 { "" } else { "s" }, names.join(", "))]
     Corrupt { count: usize, names: Vec<String> },
+    #[error("the store held corrupt objects, rendered again and replaced by this build: {}; `sov store verify` checks the rest", names.join(", "))]
+    Repaired { names: Vec<String> },
     #[error("not reproducible: {}", artifacts.join(", "))]
     NotReproducible { artifacts: Vec<String> },
     #[error("cannot write output")]
@@ -231,6 +233,8 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Build(e) if e.is_input() => 2,
+            CliError::Store(e) if e.is_input() => 2,
+            CliError::Gc(gc::GcError::Store(e)) if e.is_input() => 2,
             CliError::Deploy(e) if e.is_input() => 2,
             CliError::Init(e) if e.is_input() => 2,
             CliError::Secret(e) if e.is_input() => 2,
@@ -436,7 +440,16 @@ fn absolute(path: &Path) -> Result<PathBuf, CliError> {
 
 fn build_command(paths: &Paths<'_>, args: &BuildArgs) -> Result<(), CliError> {
     let report = build::build(paths, &args.sites)?;
+    for object in &report.repaired {
+        eprintln!("warning: store object {object} was corrupt: rendered again and replaced");
+    }
     if args.check {
+        // The store did not hold what the inputs make, even if it does now.
+        if !report.repaired.is_empty() {
+            return Err(CliError::Repaired {
+                names: report.repaired.iter().map(ToString::to_string).collect(),
+            });
+        }
         check(paths, &args.sites, &report)?;
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -487,27 +500,46 @@ fn check(paths: &Paths<'_>, sites: &[String], report: &Report) -> Result<(), Cli
             },
             sites,
         )?;
-        let mut differ = Vec::new();
+        let store = Store::at(paths.state);
+        let (mut differ, mut corrupt) = (Vec::new(), Vec::new());
         for (ours, theirs) in report.sites.iter().zip(&fresh.sites) {
             for (a, b) in ours.artifacts.iter().zip(&theirs.artifacts) {
                 let same =
                     a.name == b.name && std::fs::read(&a.path).ok() == std::fs::read(&b.path).ok();
-                if !same {
-                    differ.push(format!("{} ({})", a.name, a.kind.as_str()));
+                if same {
+                    continue;
+                }
+                // Bytes that no longer match their own hash are corruption,
+                // not a build that changed.
+                match object_of(&a.path).map(|o| store.check(&o)).transpose()? {
+                    Some(Health::Corrupt) => corrupt.push(a.path.display().to_string()),
+                    _ => differ.push(format!("{} ({})", a.name, a.kind.as_str())),
                 }
             }
         }
-        if differ.is_empty() {
+        if !corrupt.is_empty() {
+            Err(CliError::Corrupt {
+                count: corrupt.len(),
+                names: corrupt,
+            })
+        } else if differ.is_empty() {
             Ok(())
         } else {
             Err(CliError::NotReproducible { artifacts: differ })
         }
     })();
-    std::fs::remove_dir_all(&scratch).map_err(|source| CliError::Path {
-        path: scratch.clone(),
-        source,
-    })?;
-    result
+    // A scratch build that failed wrote nothing, not even its directory.
+    match std::fs::remove_dir_all(&scratch) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CliError::Path {
+            path: scratch.clone(),
+            source: e,
+        }),
+        _ => result,
+    }
+}
+
+fn object_of(path: &Path) -> Option<ObjectName> {
+    path.file_name()?.to_str()?.parse().ok()
 }
 
 fn verify(state: &Path) -> Result<(), CliError> {

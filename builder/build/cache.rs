@@ -17,11 +17,11 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Reads the index; lines that do not parse (a torn write cannot happen,
-    /// the file is replaced by rename) are ignored: a miss only costs a render.
+    /// Reads the index, creating nothing; lines that do not parse (a torn
+    /// write cannot happen, the file is replaced by rename) are ignored: a
+    /// miss only costs a render.
     pub fn open(state: &Path) -> Result<Cache, StoreError> {
         let dir = state.join("cache");
-        fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
         let index = dir.join("index");
         let text = match fs::read_to_string(&index) {
             Ok(t) => t,
@@ -47,16 +47,21 @@ impl Cache {
             .cloned()
     }
 
+    /// Whether recording `key` as `object` would change the index.
+    pub fn lacks(&self, key: &Digest, object: &ObjectName) -> bool {
+        self.entries.get(key) != Some(object)
+    }
+
     /// Adds entries after their objects are committed.
     pub fn record<'a>(
         &mut self,
         entries: impl IntoIterator<Item = (&'a Digest, &'a ObjectName)>,
     ) -> Result<(), StoreError> {
-        let before = self.entries.len();
+        let mut changed = false;
         for (key, object) in entries {
-            self.entries.insert(*key, object.clone());
+            changed |= self.entries.insert(*key, object.clone()).as_ref() != Some(object);
         }
-        if self.entries.len() == before {
+        if !changed {
             return Ok(());
         }
         self.write()
@@ -84,11 +89,18 @@ impl Cache {
             text.push_str(&object.to_string());
             text.push('\n');
         }
-        let mut file = fs::File::create(&temp).map_err(StoreError::io("create", &temp))?;
-        file.write_all(text.as_bytes())
-            .map_err(StoreError::io("write", &temp))?;
-        file.sync_all().map_err(StoreError::io("fsync", &temp))?;
-        fs::rename(&temp, &index).map_err(StoreError::io("rename into place", &index))?;
+        fs::create_dir_all(&self.dir).map_err(StoreError::io("create", &self.dir))?;
+        let written = (|| {
+            let mut file = fs::File::create(&temp).map_err(StoreError::io("create", &temp))?;
+            file.write_all(text.as_bytes())
+                .map_err(StoreError::io("write", &temp))?;
+            file.sync_all().map_err(StoreError::io("fsync", &temp))?;
+            fs::rename(&temp, &index).map_err(StoreError::io("rename into place", &index))
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        written?;
         fsync_dir(&self.dir)
     }
 }

@@ -3,17 +3,19 @@
 //! site generation for every site whose manifest changed.
 
 mod cache;
+mod commit;
 pub mod diff;
 pub mod gc;
 pub mod generation;
 mod host;
 pub mod manifest;
+mod outputs;
 mod parallel;
 pub mod plan;
 mod realise;
 pub mod serial;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -21,13 +23,13 @@ use serde::Serialize;
 use crate::model::{Diagnostic, Diagnostics, SiteName, Stack};
 use crate::pack::PackError;
 use crate::render::{Kind, Templates};
-use crate::store::{Digest, ObjectName, StateLock, Store, StoreError};
+use crate::store::{check_state_dir, Digest, ObjectName, Store, StoreError};
 pub use cache::Cache;
 pub use generation::{Generation, Profile};
 use host::host_manifest;
 use manifest::{encode, ArtifactEntry, HostEntry, SiteManifest, MANIFEST_FORMAT};
+use outputs::Outputs;
 use plan::{Derivation, SitePlan};
-use realise::{realise, RealiseError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -44,11 +46,17 @@ pub enum BuildError {
         #[source]
         source: PackError,
     },
+    #[error("store objects this build reuses were removed while it ran (by `sov gc`?): {}; build again", objects.join(", "))]
+    Vanished { objects: Vec<String> },
 }
 
 impl BuildError {
     pub fn is_input(&self) -> bool {
-        matches!(self, BuildError::Input(_) | BuildError::UnknownSite { .. })
+        match self {
+            BuildError::Input(_) | BuildError::UnknownSite { .. } => true,
+            BuildError::Store(e) => e.is_input(),
+            _ => false,
+        }
     }
 }
 
@@ -56,6 +64,9 @@ impl BuildError {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub sites: Vec<SiteReport>,
+    /// Store objects that were corrupt and that this build wrote again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<ObjectName>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,7 +98,10 @@ pub struct Paths<'a> {
 }
 
 /// Builds `sites` (every site when empty) of the stack at `paths.root`.
+/// Everything is rendered before anything is written: a build that fails
+/// leaves the state directory untouched.
 pub fn build(paths: &Paths<'_>, sites: &[String]) -> Result<Report, BuildError> {
+    check_state_dir(paths.state)?;
     let stack = Stack::load(paths.root).map_err(BuildError::Input)?;
     let templates =
         Templates::load(paths.root).map_err(|d| BuildError::Input(Diagnostics(d).into_sorted()))?;
@@ -95,9 +109,7 @@ pub fn build(paths: &Paths<'_>, sites: &[String]) -> Result<Report, BuildError> 
     let selected = select(&stack, sites)?;
     let serials = serial::Serials::read(paths.root);
 
-    let _lock = StateLock::acquire(paths.state)?;
-    let store = Store::open(paths.state)?;
-    let cache = Cache::open(paths.state)?;
+    let store = Store::at(paths.state);
     // Built once: every site listing a domain serves the same public zone.
     let public = crate::model::zones::public_zones(&stack, &BTreeSet::new());
     let plans: Vec<SitePlan> = selected
@@ -106,62 +118,29 @@ pub fn build(paths: &Paths<'_>, sites: &[String]) -> Result<Report, BuildError> 
         .map(|site| plan::plan_site(&stack, site, &templates, &serials, &public))
         .collect();
 
-    let mut builder = Builder {
-        templates: &templates,
-        cache,
-        batch: store.batch(),
-        outputs: BTreeMap::new(),
-        rendered: BTreeSet::new(),
-        present: store.list()?.into_iter().collect(),
-        problems: Diagnostics::default(),
-    };
+    let mut outputs = Outputs::new(&templates, &store)?;
     let all: Vec<&Derivation> = plans.iter().flat_map(|p| p.derivations()).collect();
-    builder.realise_all(&all)?;
-    builder.fail_on_problems()?;
+    outputs.realise_all(&Cache::open(paths.state)?, &all)?;
+    outputs.fail_on_problems()?;
+    let manifests = manifests(&plans, &mut outputs)?;
+    let generations = commit::commit(paths.state, &outputs, &plans, &manifests)?;
 
-    let mut manifests = Vec::new();
-    for plan in &plans {
-        let mut hosts = Vec::new();
-        for host in &plan.hosts {
-            let manifest = host_manifest(plan, host, &builder.outputs);
-            let name = format!("{}-{}-manifest.json", plan.site, host.host);
-            hosts.push(HostEntry {
-                name: host.host.to_string(),
-                manifest: builder.put(&name, &encode(&manifest))?,
-            });
-        }
-        let site_manifest = SiteManifest {
-            format: MANIFEST_FORMAT,
-            site: plan.site.to_string(),
-            artifacts: plan
-                .site_derivations()
-                .map(|d| ArtifactEntry::new(d.kind, builder.outputs[&d.key].clone(), d.key))
-                .collect(),
-            hosts,
-        };
-        let name = format!("{}-manifest.json", plan.site);
-        manifests.push(builder.put(&name, &encode(&site_manifest))?);
-    }
-
-    let Builder {
-        batch,
-        mut cache,
-        outputs,
-        rendered,
-        ..
-    } = builder;
-    batch.commit()?;
-    // Only what this build rendered is new to the cache.
-    cache.record(outputs.iter().filter(|(key, _)| rendered.contains(*key)))?;
-
-    let mut report = Report { sites: Vec::new() };
-    for (plan, manifest) in plans.iter().zip(&manifests) {
-        let (generation, recorded) = Profile::open(paths.state, &plan.site).record(manifest)?;
+    let mut report = Report {
+        sites: Vec::new(),
+        repaired: outputs
+            .corrupt
+            .iter()
+            .filter(|o| outputs.new.contains_key(*o))
+            .cloned()
+            .collect(),
+    };
+    for ((plan, manifest), (generation, recorded)) in plans.iter().zip(&manifests).zip(generations)
+    {
         let derivations: Vec<&Derivation> = plan.derivations().collect();
         let artifacts = derivations
             .iter()
             .map(|d| {
-                let object = &outputs[&d.key];
+                let object = &outputs.made[&d.key];
                 ArtifactReport {
                     kind: d.kind,
                     name: d.name.clone(),
@@ -173,7 +152,7 @@ pub fn build(paths: &Paths<'_>, sites: &[String]) -> Result<Report, BuildError> 
             .collect();
         let rendered_here = derivations
             .iter()
-            .filter(|d| rendered.contains(&d.key))
+            .filter(|d| outputs.rendered.contains(&d.key))
             .count();
         report.sites.push(SiteReport {
             name: plan.site.to_string(),
@@ -188,82 +167,50 @@ pub fn build(paths: &Paths<'_>, sites: &[String]) -> Result<Report, BuildError> 
     Ok(report)
 }
 
-/// Realises derivations against one store, collecting input problems
-/// instead of stopping at the first.
-struct Builder<'a> {
-    templates: &'a Templates,
-    cache: Cache,
-    batch: crate::store::Batch<'a>,
-    /// Derivation key to the object it made (or the cache had).
-    outputs: BTreeMap<Digest, ObjectName>,
-    /// Keys rendered in this build (the rest were reused).
-    rendered: BTreeSet<Digest>,
-    /// The objects the store held when the build began.
-    present: std::collections::HashSet<ObjectName>,
-    problems: Diagnostics,
+/// Every host's manifest and every site's, made in memory and added to
+/// `outputs`; returns the site manifests in the order of `plans`.
+fn manifests(plans: &[SitePlan], outputs: &mut Outputs<'_>) -> Result<Vec<ObjectName>, BuildError> {
+    let mut made = Vec::new();
+    let mut sites = Vec::new();
+    for plan in plans {
+        let mut hosts = Vec::new();
+        for host in &plan.hosts {
+            let manifest = host_manifest(plan, host, &outputs.made);
+            let name = format!("{}-{}-manifest.json", plan.site, host.host);
+            let object = manifest_object(&name, encode(&manifest), &mut made)?;
+            hosts.push(HostEntry {
+                name: host.host.to_string(),
+                manifest: object,
+            });
+        }
+        let site_manifest = SiteManifest {
+            format: MANIFEST_FORMAT,
+            site: plan.site.to_string(),
+            artifacts: plan
+                .site_derivations()
+                .map(|d| ArtifactEntry::new(d.kind, outputs.made[&d.key].clone(), d.key))
+                .collect(),
+            hosts,
+        };
+        let name = format!("{}-manifest.json", plan.site);
+        sites.push(manifest_object(&name, encode(&site_manifest), &mut made)?);
+    }
+    outputs.add(made)?;
+    Ok(sites)
 }
 
-impl Builder<'_> {
-    fn realise_all(&mut self, derivations: &[&Derivation]) -> Result<(), BuildError> {
-        let mut missing: Vec<&Derivation> = Vec::new();
-        for d in derivations {
-            if self.outputs.contains_key(&d.key) {
-                continue;
-            }
-            match self.cache.lookup(&self.present, &d.key) {
-                Some(object) => {
-                    self.outputs.insert(d.key, object);
-                }
-                None if missing.iter().all(|m| m.key != d.key) => missing.push(d),
-                None => {}
-            }
-        }
-        let (templates, batch) = (self.templates, &self.batch);
-        // Each worker stages what it made at once, so no image waits in memory.
-        let results = parallel::map(&missing, |d| {
-            let output = realise(templates, d)?;
-            batch
-                .put(&output.object, &output.bytes)
-                .map_err(RealiseError::Store)?;
-            Ok(output.object)
-        });
-        for (d, result) in missing.iter().zip(results) {
-            match result {
-                Ok(object) => {
-                    self.outputs.insert(d.key, object);
-                    self.rendered.insert(d.key);
-                }
-                Err(RealiseError::Input(diagnostic)) => self.problems.push(diagnostic),
-                Err(RealiseError::Pack { what, source }) => {
-                    return Err(BuildError::Pack { what, source })
-                }
-                Err(RealiseError::Store(e)) => return Err(BuildError::Store(e)),
-            }
-        }
-        Ok(())
-    }
-
-    fn fail_on_problems(&mut self) -> Result<(), BuildError> {
-        if self.problems.is_empty() {
-            Ok(())
-        } else {
-            Err(BuildError::Input(
-                std::mem::take(&mut self.problems).into_sorted(),
-            ))
-        }
-    }
-
-    /// Stages a manifest; manifests need no derivation, their bytes are their inputs.
-    fn put(&mut self, name: &str, bytes: &[u8]) -> Result<ObjectName, BuildError> {
-        let object = ObjectName::new(Digest::of(bytes), name).map_err(|e| StoreError::Name {
-            name: name.to_string(),
-            source: e,
-        })?;
-        if !self.present.contains(&object) {
-            self.batch.put(&object, bytes)?;
-        }
-        Ok(object)
-    }
+/// Names a manifest; manifests need no derivation, their bytes are their inputs.
+fn manifest_object(
+    name: &str,
+    bytes: Vec<u8>,
+    made: &mut Vec<(ObjectName, Vec<u8>)>,
+) -> Result<ObjectName, BuildError> {
+    let object = ObjectName::new(Digest::of(&bytes), name).map_err(|e| StoreError::Name {
+        name: name.to_string(),
+        source: e,
+    })?;
+    made.push((object.clone(), bytes));
+    Ok(object)
 }
 
 fn unknown(stack: &Stack, name: &str) -> BuildError {

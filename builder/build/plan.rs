@@ -61,6 +61,9 @@ impl Derivation {
         context: &impl Serialize,
     ) -> Derivation {
         let context = serde_json::to_vec(context).unwrap_or_default();
+        // A name made from a long domain is cut to fit a file name here,
+        // so manifests and activation scripts use the name the object has.
+        let name = crate::store::fit_name(&name);
         let key = key(templates, kind, &name, &recipe, &context);
         Derivation {
             kind,

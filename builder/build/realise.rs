@@ -28,8 +28,6 @@ pub enum RealiseError {
         #[source]
         source: PackError,
     },
-    #[error(transparent)]
-    Store(crate::store::StoreError),
 }
 
 pub fn realise(templates: &Templates, d: &Derivation) -> Result<Output, RealiseError> {

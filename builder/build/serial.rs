@@ -3,13 +3,22 @@
 //!
 //! A later commit that changes a zone's inputs has a later commit time, so
 //! the serial increases; building the same commit anywhere gives the same
-//! serial. Inputs changed but not committed count as one second after HEAD,
-//! so a dirty tree still moves the serial forward. A stack outside git gets
-//! serial 1 (see the README).
+//! serial. Inputs that differ from HEAD (changed, deleted or untracked) count
+//! as one second after HEAD, so a dirty tree still moves the serial forward.
+//! A stack outside git gets serial 1 (see the README).
+//!
+//! The stack's `.git` is not trusted: a checkout can carry a config that
+//! runs commands (`core.fsmonitor`, hooks, clean filters from
+//! `.gitattributes`, external diff, textconv, pagers, gpg). So sov runs only
+//! `git log` and `git ls-tree`, which read the object database and never the
+//! work tree, with those settings overridden, and decides what changed since
+//! HEAD by hashing the work tree's files itself as git blobs.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Read;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// What git says about when each input file last changed.
 #[derive(Debug, Clone, Default)]
@@ -34,9 +43,11 @@ impl Serials {
                 "--name-only",
                 "--no-renames",
                 "--relative",
+                "--no-ext-diff",
+                "--no-textconv",
+                "--no-show-signature",
                 "--",
             ],
-            &WATCHED,
         ) else {
             return Serials::default();
         };
@@ -51,21 +62,10 @@ impl Serials {
                 serials.last_change.entry(line.to_string()).or_insert(time);
             }
         }
-        let changed = git(
-            root,
-            &["diff", "--name-only", "--relative", "HEAD", "--"],
-            &WATCHED,
-        );
-        let untracked = git(
-            root,
-            &["ls-files", "--others", "--exclude-standard", "--"],
-            &WATCHED,
-        );
-        for list in [changed, untracked].into_iter().flatten() {
-            serials
-                .dirty
-                .extend(list.lines().filter(|l| !l.is_empty()).map(str::to_string));
-        }
+        let committed = git(root, &["ls-tree", "-r", "-z", "HEAD", "--"])
+            .map(|listing| blobs(&listing))
+            .unwrap_or_default();
+        serials.dirty = changed_since(root, committed);
         serials
     }
 
@@ -95,17 +95,111 @@ impl Serials {
     }
 }
 
-fn git(root: &Path, args: &[&str], paths: &[&str]) -> Option<String> {
-    let output = Command::new("git")
+/// `ls-tree -r -z` output (`<mode> <type> <id>\t<path>\0`...) as path to
+/// blob id, relative to the stack root.
+fn blobs(listing: &str) -> BTreeMap<String, String> {
+    listing
+        .split('\0')
+        .filter_map(|entry| {
+            let (meta, path) = entry.split_once('\t')?;
+            let mut fields = meta.split(' ');
+            let (_mode, kind, id) = (fields.next()?, fields.next()?, fields.next()?);
+            (kind == "blob").then(|| (path.to_string(), id.to_string()))
+        })
+        .collect()
+}
+
+/// The watched files whose bytes are not HEAD's, and HEAD's files that are
+/// gone. A repository whose ids are not SHA-1 (`objectFormat = sha256`)
+/// cannot be compared here: all of its files count as changed.
+fn changed_since(root: &Path, mut committed: BTreeMap<String, String>) -> BTreeSet<String> {
+    let mut dirty = BTreeSet::new();
+    for folder in WATCHED {
+        // Not following links: a link is a blob of its target, as in git.
+        for entry in walkdir::WalkDir::new(root.join(folder)).sort_by_file_name() {
+            let Ok(entry) = entry else { continue };
+            if entry.file_type().is_dir() {
+                continue;
+            }
+            let Some(rel) = entry
+                .path()
+                .strip_prefix(root)
+                .ok()
+                .and_then(|p| p.to_str())
+                .map(|p| p.replace(std::path::MAIN_SEPARATOR, "/"))
+            else {
+                continue;
+            };
+            let id = committed.remove(&rel);
+            if id.is_none() || id != blob_id(entry.path(), entry.file_type()) {
+                dirty.insert(rel);
+            }
+        }
+    }
+    dirty.extend(committed.into_keys());
+    dirty
+}
+
+/// The id git gives these bytes as a blob: SHA-1 of `blob <len>\0<bytes>`.
+/// Only regular files and symlinks have one; nothing else is ever read (a
+/// FIFO would block).
+fn blob_id(path: &Path, kind: fs::FileType) -> Option<String> {
+    let bytes = if kind.is_symlink() {
+        fs::read_link(path)
+            .ok()?
+            .into_os_string()
+            .into_encoded_bytes()
+    } else if kind.is_file() {
+        let mut bytes = Vec::new();
+        fs::File::open(path).ok()?.read_to_end(&mut bytes).ok()?;
+        bytes
+    } else {
+        return None;
+    };
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(format!("blob {}\0", bytes.len()).as_bytes());
+    sha.update(&bytes);
+    Some(sha.digest().to_string())
+}
+
+/// Runs a read-only git command on the watched folders with everything a
+/// repository's config could make it run switched off, and no config but
+/// the repository's own. `None` when git is missing or fails.
+fn git(root: &Path, args: &[&str]) -> Option<String> {
+    const SAFE: [&str; 12] = [
+        "-c",
+        "core.fsmonitor=false",
+        "-c",
+        "core.hooksPath=/dev/null",
+        "-c",
+        "core.pager=cat",
+        "-c",
+        "log.showSignature=false",
+        "-c",
+        "diff.external=",
+        "--no-pager",
+        "--no-optional-locks",
+    ];
+    let mut command = Command::new("git");
+    command
         .arg("-C")
         .arg(root)
+        .args(SAFE)
         .args(args)
-        .args(paths)
+        .args(WATCHED)
+        .env_clear()
         .env("LC_ALL", "C")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .output()
-        .ok()?;
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_ATTR_NOSYSTEM", "1")
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .env("GIT_PAGER", "cat")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null());
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    let output = command.output().ok()?;
     if !output.status.success() {
         return None;
     }

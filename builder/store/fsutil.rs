@@ -36,6 +36,22 @@ pub fn replace_symlink(target: &Path, link: &Path) -> Result<(), StoreError> {
     fs::rename(&temp, link).map_err(StoreError::io("rename into place", link))
 }
 
+/// Refuses a state path that is, or lies below, something other than a
+/// directory, before anything reads or writes there. A missing one is fine:
+/// it is created when there is something to write.
+pub fn check_state_dir(state: &Path) -> Result<(), StoreError> {
+    let not_a_directory = || StoreError::NotADirectory {
+        path: state.to_path_buf(),
+    };
+    match fs::metadata(state) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(not_a_directory()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(not_a_directory()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io("read", state)(e)),
+    }
+}
+
 /// An exclusive lock on the state directory for the whole command, so two
 /// builds or a build and a gc never interleave.
 pub struct StateLock {
@@ -55,6 +71,7 @@ impl StateLock {
     }
 
     fn take(state: &Path, operation: FlockOperation) -> Result<StateLock, StoreError> {
+        check_state_dir(state)?;
         fs::create_dir_all(state).map_err(StoreError::io("create", state))?;
         let path: PathBuf = state.join("lock");
         let file = fs::OpenOptions::new()

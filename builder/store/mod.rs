@@ -10,8 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use digest::{Digest, DigestError};
-pub use fsutil::{fsync_dir, replace_symlink, StateLock};
-pub use object::{Encoding, ObjectName, ObjectNameError};
+pub use fsutil::{check_state_dir, fsync_dir, replace_symlink, StateLock};
+pub use object::{fit_name, Encoding, ObjectName, ObjectNameError, MAX_NAME};
 
 /// Everything that can go wrong in the store, with the path it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +29,17 @@ pub enum StoreError {
         #[source]
         source: ObjectNameError,
     },
+    #[error("the state directory {} is not a directory: give --state a directory, or a path where one can be created", path.display())]
+    NotADirectory { path: PathBuf },
 }
 
 impl StoreError {
+    /// The user pointed sov at something that cannot be its state: bad
+    /// input (exit 2), not a failure of the store.
+    pub fn is_input(&self) -> bool {
+        matches!(self, StoreError::NotADirectory { .. })
+    }
+
     pub fn io(
         doing: &'static str,
         path: impl Into<PathBuf>,
@@ -54,12 +62,29 @@ pub struct Store {
 /// Prefix of files being written; never a valid object name.
 const STAGING_PREFIX: &str = ".tmp-";
 
+/// What re-hashing an object found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Sound,
+    /// Its bytes no longer hash to its name (or no longer decompress).
+    Corrupt,
+    Missing,
+}
+
 impl Store {
     /// Opens (creating if needed) `<state>/store`.
     pub fn open(state: &Path) -> Result<Store, StoreError> {
-        let dir = state.join("store");
-        fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
-        Ok(Store { dir })
+        let store = Store::at(state);
+        fs::create_dir_all(&store.dir).map_err(StoreError::io("create", &store.dir))?;
+        Ok(store)
+    }
+
+    /// The store of `state`, touching nothing: a build reads through it
+    /// before it knows it has anything to write.
+    pub fn at(state: &Path) -> Store {
+        Store {
+            dir: state.join("store"),
+        }
     }
 
     pub fn path(&self, object: &ObjectName) -> PathBuf {
@@ -84,10 +109,16 @@ impl Store {
         }
     }
 
-    /// Every object in the store, sorted; staged leftovers are skipped.
+    /// Every object in the store, sorted; staged leftovers are skipped. A
+    /// store not yet created holds nothing.
     pub fn list(&self) -> Result<Vec<ObjectName>, StoreError> {
         let mut objects = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(StoreError::io("list", &self.dir))? {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(objects),
+            Err(e) => return Err(StoreError::io("list", &self.dir)(e)),
+        };
+        for entry in entries {
             let entry = entry.map_err(StoreError::io("list", &self.dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(STAGING_PREFIX) {
@@ -104,12 +135,28 @@ impl Store {
 
     /// Re-hashes one object; `Ok(false)` when its bytes no longer match its name.
     pub fn verify(&self, object: &ObjectName) -> Result<bool, StoreError> {
+        match self.check(object)? {
+            Health::Sound => Ok(true),
+            Health::Corrupt => Ok(false),
+            Health::Missing => Err(StoreError::io("open", self.path(object))(
+                std::io::ErrorKind::NotFound.into(),
+            )),
+        }
+    }
+
+    /// Re-hashes one object, telling a missing one from a corrupt one.
+    pub fn check(&self, object: &ObjectName) -> Result<Health, StoreError> {
         let path = self.path(object);
-        let file = fs::File::open(&path).map_err(StoreError::io("open", &path))?;
+        let file = match fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Health::Missing),
+            Err(e) => return Err(StoreError::io("open", path)(e)),
+        };
         match Encoding::of(object.name()).digest(std::io::BufReader::new(file)) {
-            Ok(d) => Ok(d == object.digest()),
+            Ok(d) if d == object.digest() => Ok(Health::Sound),
+            Ok(_) => Ok(Health::Corrupt),
             // A compressed object that no longer decompresses is corrupt too.
-            Err(e) if e.kind() != std::io::ErrorKind::PermissionDenied => Ok(false),
+            Err(e) if e.kind() != std::io::ErrorKind::PermissionDenied => Ok(Health::Corrupt),
             Err(e) => Err(StoreError::io("read", path)(e)),
         }
     }
@@ -139,7 +186,8 @@ impl Store {
 }
 
 /// Objects written under temporary names, renamed into place together.
-/// Dropping a batch without committing removes what it staged.
+/// Dropping a batch without committing, or a commit that fails, removes
+/// everything it staged.
 pub struct Batch<'a> {
     store: &'a Store,
     /// Final path to staged path; shared by the threads that realise.
@@ -151,26 +199,36 @@ impl Batch<'_> {
     /// caller has hashed the bytes in the object's encoding. Safe to call
     /// from several threads.
     pub fn put(&self, object: &ObjectName, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.store.path(object).is_file() {
+            return Ok(());
+        }
+        self.stage(object, bytes)
+    }
+
+    /// Stages `bytes` to take the place of a corrupt `object` on commit.
+    pub fn replace(&self, object: &ObjectName, bytes: &[u8]) -> Result<(), StoreError> {
+        self.stage(object, bytes)
+    }
+
+    fn stage(&self, object: &ObjectName, bytes: &[u8]) -> Result<(), StoreError> {
         let target = self.store.path(object);
-        if target.is_file() || self.staged().contains_key(&target) {
+        if self.staged().contains_key(&target) {
             return Ok(());
         }
         let temp = self
             .store
             .dir
             .join(format!("{STAGING_PREFIX}{}-{object}", std::process::id()));
-        let mut file = fs::File::create(&temp).map_err(StoreError::io("create", &temp))?;
-        file.write_all(bytes)
-            .map_err(StoreError::io("write", &temp))?;
-        let mut perms = file
-            .metadata()
-            .map_err(StoreError::io("stat", &temp))?
-            .permissions();
-        perms.set_readonly(true);
-        file.set_permissions(perms)
-            .map_err(StoreError::io("chmod", &temp))?;
-        self.staged().insert(target, temp);
-        Ok(())
+        match write_read_only(&temp, bytes) {
+            Ok(()) => {
+                self.staged().insert(target, temp);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                Err(e)
+            }
+        }
     }
 
     fn staged(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<PathBuf, PathBuf>> {
@@ -182,22 +240,41 @@ impl Batch<'_> {
     /// gives each its final name and syncs the directory: a crash leaves
     /// either no object or a complete one under its final name.
     pub fn commit(self) -> Result<(), StoreError> {
-        let staged = std::mem::take(&mut *self.staged());
+        let mut staged = self.staged();
         if staged.is_empty() {
             return Ok(());
         }
+        // On any error what is still staged is removed by `drop`.
         fsutil::sync_filesystem(&self.store.dir)?;
-        for (target, temp) in staged {
-            fs::rename(&temp, &target).map_err(StoreError::io("rename into place", &target))?;
+        while let Some((target, temp)) = staged.pop_first() {
+            if let Err(e) = fs::rename(&temp, &target) {
+                let _ = fs::remove_file(&temp);
+                return Err(StoreError::io("rename into place", &target)(e));
+            }
         }
+        drop(staged);
         fsync_dir(&self.store.dir)
     }
+}
+
+fn write_read_only(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut file = fs::File::create(path).map_err(StoreError::io("create", path))?;
+    file.write_all(bytes)
+        .map_err(StoreError::io("write", path))?;
+    let mut perms = file
+        .metadata()
+        .map_err(StoreError::io("stat", path))?
+        .permissions();
+    perms.set_readonly(true);
+    file.set_permissions(perms)
+        .map_err(StoreError::io("chmod", path))
 }
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         for temp in self.staged().values() {
-            // Best effort: a leftover is skipped by readers and removed by gc.
+            // Best effort: a leftover is skipped by readers and removed by
+            // the next build or gc.
             let _ = fs::remove_file(temp);
         }
     }

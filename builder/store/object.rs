@@ -20,6 +20,18 @@ pub struct ObjectName {
 #[error("`{0}` is not a store object name: expected <64 hex digits>-<name>")]
 pub struct ObjectNameError(String);
 
+/// The longest readable part of an object name. With the 64-digit hash, a
+/// dash and a staging prefix, a file name stays far below the file-system
+/// limit (255 bytes), whatever a domain adds to a name.
+pub const MAX_NAME: usize = 128;
+
+/// Bytes kept from the end of a shortened name, so its kind and extension
+/// (`-seed.img`, `.tar.zst`, which choose its encoding) survive.
+const KEPT_TAIL: usize = 24;
+
+/// Digits of the name's own hash that keep two shortened names apart.
+const TAG: usize = 16;
+
 /// Names are one path component of printable ASCII without '/'.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -30,14 +42,35 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._+-@".contains(&b))
 }
 
+/// The readable name an object named `name` gets: a name over `MAX_NAME`
+/// bytes keeps its head and tail around a hash of the whole; shorter names
+/// are kept as they are. Artifacts take this name from the start, so a
+/// script that finds an artifact by name finds its object.
+pub fn fit_name(name: &str) -> String {
+    // Only ASCII names are valid (and any byte index is a boundary in them).
+    if name.len() <= MAX_NAME || !name.is_ascii() {
+        return name.to_string();
+    }
+    let tag = blake3::hash(name.as_bytes()).to_hex();
+    let head = MAX_NAME - KEPT_TAIL - TAG - 2;
+    format!(
+        "{}-{}-{}",
+        &name[..head],
+        &tag[..TAG],
+        &name[name.len() - KEPT_TAIL..]
+    )
+}
+
 impl ObjectName {
+    /// Names the object; a readable name too long for a file name is
+    /// shortened (see `fit_name`).
     pub fn new(digest: Digest, name: &str) -> Result<ObjectName, ObjectNameError> {
         if !valid_name(name) {
             return Err(ObjectNameError(name.to_string()));
         }
         Ok(ObjectName {
             digest,
-            name: name.to_string(),
+            name: fit_name(name),
         })
     }
 
@@ -76,6 +109,10 @@ impl std::str::FromStr for ObjectName {
         let (hex, name) = s.split_at_checked(64).ok_or_else(bad)?;
         let name = name.strip_prefix('-').ok_or_else(bad)?;
         let digest = Digest::from_hex(hex).ok_or_else(bad)?;
+        // sov never writes a longer name: one would not round-trip.
+        if name.len() > MAX_NAME {
+            return Err(bad());
+        }
         ObjectName::new(digest, name).map_err(|_| bad())
     }
 }
@@ -133,5 +170,26 @@ mod tests {
         assert!(ObjectName::new(Digest::of(b"x"), "a/b").is_err());
         assert!(ObjectName::new(Digest::of(b"x"), "..").is_err());
         assert!("abc-x".parse::<ObjectName>().is_err());
+    }
+
+    #[test]
+    fn long_names_are_shortened_uniquely_and_keep_their_extension() {
+        let label = "a".repeat(63);
+        let domain = format!("{label}.{label}.{label}.{}", "b".repeat(61));
+        assert_eq!(domain.len(), 253);
+        let zone = format!("fra1-zone-{domain}");
+        let other = format!("fra1-zone-{}", domain.replacen('a', "c", 1));
+        let bundle = format!("{zone}-bundle.tar.zst");
+        let d = Digest::of(b"x");
+        let [z, o, b] = [&zone, &other, &bundle].map(|n| ObjectName::new(d, n).unwrap());
+        for short in [&z, &o, &b] {
+            assert_eq!(short.name().len(), MAX_NAME);
+            assert_eq!(short.to_string().parse::<ObjectName>().unwrap(), *short);
+        }
+        assert_ne!(z, o);
+        assert!(z.name().starts_with("fra1-zone-aaa"));
+        assert_eq!(Encoding::of(b.name()), Encoding::Zstd);
+        let long = format!("{}-{zone}", d.hex());
+        assert!(long.parse::<ObjectName>().is_err());
     }
 }
