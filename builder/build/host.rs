@@ -7,7 +7,7 @@ use super::manifest::{ArtifactEntry, HostManifest, MANIFEST_FORMAT};
 use super::plan::{self, Derivation, Roles, SitePlan};
 use crate::model::Stack;
 use crate::render::context::{
-    ActivationContext, ComposeActivation, HostInfo, SecretInfo, SiteInfo,
+    ActivationContext, ComposeActivation, HostInfo, SecretInfo, SiteView,
 };
 use crate::render::secret_path;
 use crate::store::{Digest, ObjectName};
@@ -16,7 +16,7 @@ use crate::store::{Digest, ObjectName};
 /// and what its image says about secrets, data and health.
 pub fn activation_context(
     stack: &Stack,
-    site: &crate::model::Site,
+    view: &SiteView<'_>,
     plan: &SitePlan,
     info: &HostInfo,
     roles: &Roles,
@@ -24,7 +24,7 @@ pub fn activation_context(
 ) -> ActivationContext {
     let image = stack.image(&info.image);
     ActivationContext {
-        site: SiteInfo::new(stack, site),
+        site: view.info().clone(),
         host: info.clone(),
         firewall: roles.firewall.then(|| plan.firewall.name.clone()),
         dhcp: roles.dhcp.then(|| plan.dhcp.name.clone()),

@@ -180,6 +180,7 @@ pub fn plan_site(
     public: &BTreeMap<crate::model::Domain, zones::Zone>,
 ) -> SitePlan {
     let s = site.name.as_str();
+    let view = context::SiteView::new(stack, site);
     let firewall = Derivation::new(
         templates,
         Kind::Firewall,
@@ -188,7 +189,7 @@ pub fn plan_site(
         Recipe::Text {
             template: site.firewall.dialect.template().to_string(),
         },
-        &context::firewall(stack, site),
+        &context::firewall(&view),
     );
     let switch = Derivation::new(
         templates,
@@ -198,7 +199,7 @@ pub fn plan_site(
         Recipe::Text {
             template: site.switch.dialect.template().to_string(),
         },
-        &context::switch(stack, site),
+        &context::switch(&view),
     );
     let dhcp = Derivation::new(
         templates,
@@ -208,7 +209,7 @@ pub fn plan_site(
         Recipe::Text {
             template: "dhcp/kea-dhcp4.json.j2".to_string(),
         },
-        &context::dhcp(stack, site),
+        &context::dhcp(&view),
     );
     let zones = zones::site_zones(site, public)
         .into_iter()
@@ -223,7 +224,7 @@ pub fn plan_site(
                 Recipe::Text {
                     template: "dns/zone.j2".to_string(),
                 },
-                &context::dns(stack, site, zone, serial),
+                &context::dns(stack, &view, zone, serial),
             );
             (origin, derivation)
         })
@@ -233,7 +234,7 @@ pub fn plan_site(
         .iter()
         .filter_map(|h| {
             let image = stack.image(h.image.as_str())?;
-            let info = HostInfo::new(site, h)?;
+            let info = HostInfo::new(&view, h)?;
             let n = h.name.as_str();
             let seed = Derivation::new(
                 templates,
@@ -241,7 +242,7 @@ pub fn plan_site(
                 format!("{s}-{n}-seed.img"),
                 Some(&h.name),
                 Recipe::Seed,
-                &context::cloud_init(stack, site, info.clone(), image),
+                &context::cloud_init(stack, &view, info.clone(), image),
             );
             let bundle = image.compose.as_ref().map(|_| {
                 let files = image
@@ -259,7 +260,7 @@ pub fn plan_site(
                     format!("{s}-{n}-bundle.tar.zst"),
                     Some(&h.name),
                     Recipe::Bundle { files },
-                    &context::compose(stack, site, info.clone(), image),
+                    &context::compose(&view, info.clone(), image),
                 )
             });
             Some((h.name.clone(), info, seed, bundle))
@@ -276,7 +277,7 @@ pub fn plan_site(
     for (host, info, seed, bundle) in hosts {
         let roles = Roles::of(site, &host);
         let context =
-            super::host::activation_context(stack, site, &plan, &info, &roles, bundle.as_ref());
+            super::host::activation_context(stack, &view, &plan, &info, &roles, bundle.as_ref());
         let activation = plan_activation(templates, site.name.as_str(), &host, &context);
         let secrets = stack
             .image(&info.image)

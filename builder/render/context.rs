@@ -2,7 +2,7 @@
 //! made from. The slice is also what its derivation key hashes, so it holds
 //! no more than the artifact reads, and never a secret value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
@@ -69,21 +69,54 @@ impl From<&Vlan> for VlanInfo {
     }
 }
 
-fn vlan<'a>(site: &'a Site, name: &str) -> Option<&'a Vlan> {
-    site.vlans.iter().find(|v| v.name.as_str() == name)
+/// One site's lookups, made once and shared by every context of the site,
+/// so that building a site costs what its size is, not its square.
+pub struct SiteView<'a> {
+    pub site: &'a Site,
+    info: SiteInfo,
+    hosts: HashMap<&'a str, &'a Host>,
+    vlans: HashMap<&'a str, &'a Vlan>,
+    /// The addresses of the site's DNS servers, which DHCP and cloud-init
+    /// hand out.
+    dns_servers: Vec<Ipv4Addr>,
+    /// Every host's reserved address, for service configuration.
+    addresses: BTreeMap<String, Option<Ipv4Addr>>,
 }
 
-fn host<'a>(site: &'a Site, name: &str) -> Option<&'a Host> {
-    site.hosts.iter().find(|h| h.name.as_str() == name)
-}
+impl<'a> SiteView<'a> {
+    pub fn new(stack: &Stack, site: &'a Site) -> Self {
+        let hosts: HashMap<&str, &Host> = site.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+        let dns_servers = site
+            .dns
+            .servers
+            .iter()
+            .filter_map(|n| hosts.get(n.as_str()).and_then(|h| h.ip))
+            .collect();
+        SiteView {
+            site,
+            info: SiteInfo::new(stack, site),
+            vlans: site.vlans.iter().map(|v| (v.name.as_str(), v)).collect(),
+            addresses: site
+                .hosts
+                .iter()
+                .map(|h| (h.name.to_string(), h.ip))
+                .collect(),
+            hosts,
+            dns_servers,
+        }
+    }
 
-/// The addresses of the site's DNS servers, which DHCP and cloud-init hand out.
-fn dns_server_ips(site: &Site) -> Vec<Ipv4Addr> {
-    site.dns
-        .servers
-        .iter()
-        .filter_map(|n| host(site, n.as_str()).and_then(|h| h.ip))
-        .collect()
+    pub fn info(&self) -> &SiteInfo {
+        &self.info
+    }
+
+    fn host(&self, name: &str) -> Option<&'a Host> {
+        self.hosts.get(name).copied()
+    }
+
+    fn vlan(&self, name: &str) -> Option<&'a Vlan> {
+        self.vlans.get(name).copied()
+    }
 }
 
 // ---- firewall ------------------------------------------------------------
@@ -125,16 +158,17 @@ pub struct ForwardInfo {
     pub comment: String,
 }
 
-pub fn firewall(stack: &Stack, site: &Site) -> FirewallContext {
-    let fw = host(site, site.firewall.host.as_str());
+pub fn firewall(view: &SiteView<'_>) -> FirewallContext {
+    let site = view.site;
+    let fw = view.host(site.firewall.host.as_str());
     let allow = site
         .firewall
         .allow
         .iter()
         .filter_map(|a: &Allow| {
             Some(AllowInfo {
-                from: vlan(site, a.from.as_str())?.into(),
-                to: vlan(site, a.to.as_str())?.into(),
+                from: view.vlan(a.from.as_str())?.into(),
+                to: view.vlan(a.to.as_str())?.into(),
                 proto: a.proto,
                 ports: a.ports.iter().map(|p| p.get()).collect(),
                 comment: a.comment.to_string(),
@@ -146,20 +180,20 @@ pub fn firewall(stack: &Stack, site: &Site) -> FirewallContext {
         .forwards
         .iter()
         .filter_map(|f| {
-            let target = host(site, f.host.as_str())?;
+            let target = view.host(f.host.as_str())?;
             Some(ForwardInfo {
                 proto: f.proto,
                 port: f.port.get(),
                 host: f.host.to_string(),
                 host_ip: target.ip?,
                 host_port: f.host_port.unwrap_or(f.port).get(),
-                interface: vlan(site, target.vlan.as_str())?.interface.to_string(),
+                interface: view.vlan(target.vlan.as_str())?.interface.to_string(),
                 comment: f.comment.to_string(),
             })
         })
         .collect();
     FirewallContext {
-        site: SiteInfo::new(stack, site),
+        site: view.info.clone(),
         wan_interface: site.firewall.wan_interface.to_string(),
         vlans: site.vlans.iter().map(VlanInfo::from).collect(),
         allow,
@@ -167,10 +201,11 @@ pub fn firewall(stack: &Stack, site: &Site) -> FirewallContext {
         host: site.firewall.host.to_string(),
         host_ip: fw.and_then(|h| h.ip),
         management: fw
-            .and_then(|h| vlan(site, h.vlan.as_str()))
+            .and_then(|h| view.vlan(h.vlan.as_str()))
             .map(VlanInfo::from),
-        dns_servers: dns_server_ips(site),
-        dhcp_server: host(site, site.dhcp.server.as_str())
+        dns_servers: view.dns_servers.clone(),
+        dhcp_server: view
+            .host(site.dhcp.server.as_str())
             .and_then(|h| h.ip)
             .unwrap_or(Ipv4Addr::UNSPECIFIED),
     }
@@ -204,8 +239,9 @@ pub struct PortInfo {
     pub native_vlan: Option<u16>,
 }
 
-pub fn switch(stack: &Stack, site: &Site) -> SwitchContext {
-    let id = |name: &str| vlan(site, name).map(|v| v.id);
+pub fn switch(view: &SiteView<'_>) -> SwitchContext {
+    let site = view.site;
+    let id = |name: &str| view.vlan(name).map(|v| v.id);
     let ports = site
         .switch
         .ports
@@ -242,11 +278,12 @@ pub fn switch(stack: &Stack, site: &Site) -> SwitchContext {
         .collect();
     let mut vlans: Vec<VlanInfo> = site.vlans.iter().map(VlanInfo::from).collect();
     vlans.sort_by_key(|v| v.id);
-    let management = vlan(site, site.switch.management_vlan.as_str())
+    let management = view
+        .vlan(site.switch.management_vlan.as_str())
         .map(VlanInfo::from)
         .unwrap_or_else(|| vlans[0].clone());
     SwitchContext {
-        site: SiteInfo::new(stack, site),
+        site: view.info.clone(),
         name: site.switch.name.to_string(),
         vlans,
         management: ManagementInfo {
@@ -287,7 +324,21 @@ pub struct Reservation {
     pub ip: Ipv4Addr,
 }
 
-pub fn dhcp(stack: &Stack, site: &Site) -> DhcpContext {
+pub fn dhcp(view: &SiteView<'_>) -> DhcpContext {
+    let site = view.site;
+    let mut reservations: HashMap<&str, Vec<Reservation>> = HashMap::new();
+    for h in &site.hosts {
+        if let Some(ip) = h.ip {
+            reservations
+                .entry(h.vlan.as_str())
+                .or_default()
+                .push(Reservation {
+                    hostname: h.name.to_string(),
+                    mac: h.mac.to_string(),
+                    ip,
+                });
+        }
+    }
     let subnets = site
         .vlans
         .iter()
@@ -297,24 +348,13 @@ pub fn dhcp(stack: &Stack, site: &Site) -> DhcpContext {
                 start: p.start,
                 end: p.end,
             }),
-            reservations: site
-                .hosts
-                .iter()
-                .filter(|h| h.vlan == v.name)
-                .filter_map(|h| {
-                    Some(Reservation {
-                        hostname: h.name.to_string(),
-                        mac: h.mac.to_string(),
-                        ip: h.ip?,
-                    })
-                })
-                .collect(),
+            reservations: reservations.remove(v.name.as_str()).unwrap_or_default(),
         })
         .collect();
     DhcpContext {
-        site: SiteInfo::new(stack, site),
+        site: view.info.clone(),
         valid_lifetime: site.dhcp.valid_lifetime.get(),
-        dns_servers: dns_server_ips(site),
+        dns_servers: view.dns_servers.clone(),
         subnets,
     }
 }
@@ -341,11 +381,11 @@ pub struct Soa {
     pub negative_ttl: u32,
 }
 
-pub fn dns(stack: &Stack, site: &Site, zone: Zone, serial: u32) -> DnsContext {
+pub fn dns(stack: &Stack, view: &SiteView<'_>, zone: Zone, serial: u32) -> DnsContext {
     let d = &stack.settings.value.dns;
     let mname = zone.nameservers.first().cloned().unwrap_or_default();
     DnsContext {
-        site: SiteInfo::new(stack, site),
+        site: view.info.clone(),
         ttl: d.ttl,
         soa: Soa {
             mname,
@@ -380,16 +420,17 @@ pub struct HostInfo {
 }
 
 impl HostInfo {
-    pub fn new(site: &Site, h: &Host) -> Option<Self> {
+    pub fn new(view: &SiteView<'_>, h: &Host) -> Option<Self> {
+        let site = view.site;
         Some(HostInfo {
             name: h.name.to_string(),
             fqdn: format!("{}.{}", h.name, site.domains.internal),
             image: h.image.to_string(),
             mac: h.mac.to_string(),
             ip: h.ip,
-            vlan: vlan(site, h.vlan.as_str())?.into(),
+            vlan: view.vlan(h.vlan.as_str())?.into(),
             vm_on: h.vm_on.as_ref().map(|p| p.to_string()),
-            dns_servers: dns_server_ips(site),
+            dns_servers: view.dns_servers.clone(),
             search_domain: site.domains.internal.to_string(),
             root: h.ssh.root.to_string(),
         })
@@ -416,13 +457,18 @@ pub struct OperatorInfo {
 /// host prerequisites); images add their own.
 pub const HOST_PREREQUISITES: [&str; 5] = ["coreutils", "util-linux", "tar", "zstd", "b3sum"];
 
-pub fn cloud_init(stack: &Stack, site: &Site, host: HostInfo, image: &Image) -> CloudInitContext {
+pub fn cloud_init(
+    stack: &Stack,
+    view: &SiteView<'_>,
+    host: HostInfo,
+    image: &Image,
+) -> CloudInitContext {
     let mut packages: Vec<String> = HOST_PREREQUISITES.iter().map(|p| p.to_string()).collect();
     packages.extend(image.cloud_init.packages.iter().map(|p| p.to_string()));
     packages.sort();
     packages.dedup();
     CloudInitContext {
-        site: SiteInfo::new(stack, site),
+        site: view.info.clone(),
         host,
         packages,
         runcmd: image.cloud_init.runcmd.clone(),
@@ -466,9 +512,9 @@ pub struct SecretMount {
     pub path: String,
 }
 
-pub fn compose(stack: &Stack, site: &Site, host: HostInfo, image: &Image) -> ComposeContext {
+pub fn compose(view: &SiteView<'_>, host: HostInfo, image: &Image) -> ComposeContext {
     ComposeContext {
-        site: SiteInfo::new(stack, site),
+        site: view.info.clone(),
         host,
         project: image
             .compose
@@ -495,11 +541,7 @@ pub fn compose(stack: &Stack, site: &Site, host: HostInfo, image: &Image) -> Com
             .iter()
             .map(|s| (s.name.to_string(), secret_path(s.name.as_str())))
             .collect(),
-        hosts: site
-            .hosts
-            .iter()
-            .map(|h| (h.name.to_string(), h.ip))
-            .collect(),
+        hosts: view.addresses.clone(),
     }
 }
 
