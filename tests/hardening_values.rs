@@ -199,3 +199,44 @@ fn a_template_cannot_read_another_kinds_folder() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("dns/zone.j2"), "{}", stderr(&out));
 }
+
+/// known_hosts read back with `ssh-keygen -F`: each host's address finds
+/// exactly its pinned key, and the file has one line per host, nothing more.
+#[test]
+fn known_hosts_pins_exactly_the_declared_keys() {
+    if !common::require("ssh-keygen") {
+        return;
+    }
+    let stack = sov::model::Stack::load(common::repo()).expect("the example loads");
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, site) in &stack.sites {
+        let targets: Vec<_> = site
+            .value
+            .hosts
+            .iter()
+            .map(sov::deploy::ssh::Target::of)
+            .collect();
+        let file = dir.path().join(format!("{name}-known_hosts"));
+        sov::deploy::ssh::write_known_hosts(&file, &targets).expect("write");
+        let text = fs::read_to_string(&file).expect("read");
+        assert_eq!(text.lines().count(), targets.len(), "{text}");
+        for (host, target) in site.value.hosts.iter().zip(&targets) {
+            let pattern = if target.port == 22 {
+                target.address.clone()
+            } else {
+                format!("[{}]:{}", target.address, target.port)
+            };
+            let out = std::process::Command::new("ssh-keygen")
+                .args(["-F", &pattern, "-f"])
+                .arg(&file)
+                .output()
+                .expect("ssh-keygen");
+            let found: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+                .collect();
+            assert_eq!(found, vec![host.ssh.host_key.bare()], "{}", host.name);
+        }
+    }
+}

@@ -335,15 +335,7 @@ fn target(stack: &Stack, site: &SiteName, host: &str) -> Result<Target, DeployEr
             let known = s.hosts.iter().map(|h| h.name.as_str());
             unknown_host(site.as_str(), host, known)
         })?;
-    let address = h.ssh_address();
-    Ok(Target {
-        host: host.to_string(),
-        address,
-        port: h.ssh.port.get(),
-        user: h.ssh.user.to_string(),
-        host_key: h.ssh.host_key.bare(),
-        root: h.ssh.root.to_string(),
-    })
+    Ok(Target::of(h))
 }
 
 async fn run(

@@ -30,6 +30,20 @@ pub struct Target {
 }
 
 impl Target {
+    /// How a host of the site is reached: its typed address, port, user and
+    /// pinned key, so that nothing but an address reaches ssh's command line
+    /// and known_hosts.
+    pub fn of(h: &crate::model::Host) -> Target {
+        Target {
+            host: h.name.to_string(),
+            address: h.ssh_address(),
+            port: h.ssh.port.get(),
+            user: h.ssh.user.to_string(),
+            host_key: h.ssh.host_key.bare(),
+            root: h.ssh.root.to_string(),
+        }
+    }
+
     /// The known_hosts line that pins this host's key.
     pub fn known_hosts_line(&self) -> String {
         let key: Vec<&str> = self.host_key.split_whitespace().take(2).collect();

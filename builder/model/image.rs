@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::names::{ContainerImage, HostName};
-use super::values::{Arg, Package, Seconds, Text};
+use super::values::{Arg, Package, Seconds, Text, Timezone};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,11 +42,11 @@ pub struct CloudInit {
     #[serde(default)]
     pub runcmd: Vec<Vec<Arg>>,
     #[serde(default = "default_timezone")]
-    pub timezone: String,
+    pub timezone: Timezone,
 }
 
-fn default_timezone() -> String {
-    "Etc/UTC".to_string()
+fn default_timezone() -> Timezone {
+    Timezone::constant("Etc/UTC")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,12 +81,19 @@ pub struct Container {
     pub secrets: Vec<HostName>,
     #[serde(default)]
     pub depends_on: Vec<HostName>,
-    #[serde(default = "default_restart")]
-    pub restart: String,
+    #[serde(default)]
+    pub restart: Restart,
 }
 
-fn default_restart() -> String {
-    "unless-stopped".to_string()
+/// compose's restart policies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    No,
+    Always,
+    OnFailure,
+    #[default]
+    UnlessStopped,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

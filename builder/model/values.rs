@@ -165,6 +165,28 @@ string_value!(
 );
 
 string_value!(
+    /// A time zone of the tz database (`Etc/UTC`, `America/New_York`):
+    /// names of letters, digits, `_`, `+` and `-`, joined by `/`.
+    Timezone,
+    |v| {
+        let ok = v.len() <= 64
+            && v.split('/').all(|part| {
+                !part.is_empty()
+                    && !part.starts_with(['-', '.'])
+                    && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+-".contains(&b))
+            });
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is not a time zone: expected a tz database name like Etc/UTC or Europe/Berlin",
+                shown(v)
+            ))
+        }
+    }
+);
+
+string_value!(
     /// One argument of a command, or a value handed to a program as it is
     /// (an environment value, a volume): anything but a NUL byte, which no
     /// argv, shell word or YAML string can carry.
@@ -216,6 +238,13 @@ impl UserName {
     /// A user name written in sov's own code.
     pub(crate) fn constant(value: &'static str) -> Self {
         UserName(value.to_string())
+    }
+}
+
+impl Timezone {
+    /// A time zone written in sov's own code.
+    pub(crate) fn constant(value: &'static str) -> Self {
+        Timezone(value.to_string())
     }
 }
 
@@ -465,6 +494,10 @@ mod tests {
         assert!(!ok::<Package>("-o"));
         assert!(ok::<UserName>("root"));
         assert!(!ok::<UserName>("-oProxy"));
+        assert!(ok::<Timezone>("America/Port-au-Prince"));
+        assert!(ok::<Timezone>("Etc/GMT+5"));
+        assert!(!ok::<Timezone>("../../etc/passwd"));
+        assert!(!ok::<Timezone>("UTC\nruncmd: [x]"));
         assert!(ok::<AbsPath>("/var/lib/sov"));
         assert!(!ok::<AbsPath>("/var/../etc"));
         assert!(!ok::<AbsPath>("relative"));

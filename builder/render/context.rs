@@ -472,7 +472,7 @@ pub fn cloud_init(
         host,
         packages,
         runcmd: image.cloud_init.runcmd.clone(),
-        timezone: image.cloud_init.timezone.clone(),
+        timezone: image.cloud_init.timezone.to_string(),
         operators: stack
             .settings
             .value
