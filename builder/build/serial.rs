@@ -260,6 +260,28 @@ mod tests {
     }
 
     #[test]
+    fn untracked_and_deleted_files_count_as_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("git")
+            .args(["init", "-q"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        commit(dir.path(), "sites/a.toml", "1", 1_700_000_000);
+        commit(dir.path(), "templates/dns/zone.j2", "z", 1_700_000_000);
+        let zone = vec!["templates/dns".to_string()];
+        assert_eq!(Serials::read(dir.path()).for_inputs(&zone), 1_700_000_000);
+        fs::write(dir.path().join("templates/dns/new.j2"), "n").unwrap();
+        assert_eq!(Serials::read(dir.path()).for_inputs(&zone), 1_700_000_001);
+        fs::remove_file(dir.path().join("templates/dns/new.j2")).unwrap();
+        fs::remove_file(dir.path().join("sites/a.toml")).unwrap();
+        let s = Serials::read(dir.path());
+        assert_eq!(s.for_inputs(&zone), 1_700_000_000);
+        assert_eq!(s.for_inputs(&["sites/a.toml".into()]), 1_700_000_001);
+    }
+
+    #[test]
     fn outside_git_the_serial_is_one() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(Serials::read(dir.path()).for_inputs(&["sites".into()]), 1);
