@@ -86,15 +86,21 @@ pub(super) fn check(image: &Image, report: &mut Report<'_>) {
     let mut paths = BTreeSet::new();
     let mut folders = BTreeMap::new();
     for (i, f) in image.files.iter().enumerate() {
+        // tar and the host's file system take any byte but NUL and `/`;
+        // control characters are refused too, so that listings stay honest.
         let clean = !f.path.is_empty()
             && !f.path.starts_with('/')
+            && !f.path.chars().any(char::is_control)
             && f.path
                 .split('/')
                 .all(|p| !p.is_empty() && p != "." && p != "..");
         if !clean {
             report.at(
                 path!["files", i, "path"],
-                format!("`{}` is not a relative path inside the bundle", f.path),
+                format!(
+                    "{:?} is not a relative path inside the bundle: expected names without control characters, `.` or `..`",
+                    f.path
+                ),
             );
         }
         if f.path == crate::render::COMPOSE_FILE {
