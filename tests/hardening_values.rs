@@ -240,3 +240,15 @@ fn known_hosts_pins_exactly_the_declared_keys() {
         }
     }
 }
+
+#[test]
+fn an_internal_domain_leaves_room_for_its_names() {
+    let label = "a".repeat(63);
+    let domain = format!("{label}.{label}.{label}.{}", "b".repeat(61));
+    refused(
+        SITE,
+        "internal = \"fra1.example.internal\"",
+        &format!("internal = \"{domain}\""),
+        "expected at most 253",
+    );
+}

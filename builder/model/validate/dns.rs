@@ -15,7 +15,35 @@ pub(super) fn check(stack: &Stack, problems: &mut Diagnostics) {
     for loaded in stack.sites.values() {
         let site = &loaded.value;
         let mut report = Report::new(&loaded.source, problems);
+        let internal = &site.domains.internal;
+        // The internal zone's derived names must fit beside its origin: one
+        // report for the longest of each kind is enough to say so.
+        let longest_host = site
+            .hosts
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, h)| h.name.as_str().len());
+        if let Some((i, host)) = longest_host {
+            if let Err(e) = check_fits(host.name.as_str(), internal) {
+                report.at(path!["hosts", i, "name"], e);
+            }
+        }
+        let longest_vlan = site
+            .vlans
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, v)| v.name.as_str().len());
+        if let Some((i, vlan)) = longest_vlan {
+            if let Err(e) = check_fits(&zones::gateway_name(vlan.name.as_str()), internal) {
+                report.at(path!["vlans", i, "name"], e);
+            }
+        }
         for (i, host) in site.hosts.iter().enumerate() {
+            for (j, alias) in host.aliases.iter().enumerate() {
+                if let Err(e) = check_fits(alias.as_str(), internal) {
+                    report.at(path!["hosts", i, "aliases", j], e);
+                }
+            }
             for (j, name) in host.public_names.iter().enumerate() {
                 if let Err(e) = check_owner(name) {
                     report.at(path!["hosts", i, "public_names", j], e);
