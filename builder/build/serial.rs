@@ -211,6 +211,18 @@ mod tests {
     use super::*;
     use std::fs;
 
+    /// An empty git repository in a temporary folder.
+    fn repository() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("git")
+            .args(["init", "-q"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        dir
+    }
+
     fn commit(dir: &Path, file: &str, text: &str, time: u64) {
         fs::create_dir_all(dir.join(file).parent().unwrap()).unwrap();
         fs::write(dir.join(file), text).unwrap();
@@ -235,13 +247,7 @@ mod tests {
 
     #[test]
     fn serial_follows_the_commits_that_touch_the_zone() {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("git")
-            .args(["init", "-q"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        let dir = repository();
         commit(dir.path(), "sites/a.toml", "1", 1_700_000_000);
         commit(dir.path(), "sites/b.toml", "1", 1_700_000_100);
         let a = vec!["sites/a.toml".to_string()];
@@ -261,13 +267,7 @@ mod tests {
 
     #[test]
     fn untracked_and_deleted_files_count_as_changed() {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("git")
-            .args(["init", "-q"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        let dir = repository();
         commit(dir.path(), "sites/a.toml", "1", 1_700_000_000);
         commit(dir.path(), "templates/dns/zone.j2", "z", 1_700_000_000);
         let zone = vec!["templates/dns".to_string()];

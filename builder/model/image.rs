@@ -32,7 +32,7 @@ pub struct Image {
     pub health: Vec<HealthCheck>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloudInit {
     /// Debian packages to install on first boot.
@@ -47,6 +47,18 @@ pub struct CloudInit {
 
 fn default_timezone() -> Timezone {
     Timezone::constant("Etc/UTC")
+}
+
+/// An image without `[cloud_init]` gets the same time zone as one whose
+/// table leaves it out (a derived default gave it an empty one).
+impl Default for CloudInit {
+    fn default() -> Self {
+        CloudInit {
+            packages: Vec::new(),
+            runcmd: Vec::new(),
+            timezone: default_timezone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

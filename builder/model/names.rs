@@ -54,8 +54,10 @@ pub fn check_domain(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-macro_rules! label_newtype {
-    ($(#[$doc:meta])* $name:ident) => {
+/// A string newtype that is checked once, when it is made from a `String`
+/// (and so when serde reads it), and is a plain string afterwards.
+macro_rules! string_value {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -70,7 +72,8 @@ macro_rules! label_newtype {
         impl TryFrom<String> for $name {
             type Error = NameError;
             fn try_from(value: String) -> Result<Self, NameError> {
-                check_label(&value)?;
+                let check: fn(&str) -> Result<(), String> = $check;
+                check(&value).map_err(NameError::new)?;
                 Ok(Self(value))
             }
         }
@@ -86,6 +89,14 @@ macro_rules! label_newtype {
                 f.write_str(&self.0)
             }
         }
+    };
+}
+
+pub(crate) use string_value;
+
+macro_rules! label_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        string_value!($(#[$doc])* $name, |v| check_label(v).map_err(|e| e.to_string()));
 
         impl std::borrow::Borrow<str> for $name {
             fn borrow(&self) -> &str {
@@ -112,36 +123,11 @@ label_newtype!(
     ImageName
 );
 
-/// A domain name without the final dot, validated label by label.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Domain(String);
-
-impl Domain {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Domain {
-    type Error = NameError;
-    fn try_from(value: String) -> Result<Self, NameError> {
-        check_domain(&value)?;
-        Ok(Self(value))
-    }
-}
-
-impl From<Domain> for String {
-    fn from(value: Domain) -> String {
-        value.0
-    }
-}
-
-impl fmt::Display for Domain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+string_value!(
+    /// A domain name without the final dot, validated label by label.
+    Domain,
+    |v| check_domain(v).map_err(|e| e.to_string())
+);
 
 /// An Ethernet MAC address, printed lower case with colons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

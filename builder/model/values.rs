@@ -10,43 +10,7 @@ use std::num::{NonZeroU16, NonZeroU32};
 
 use serde::{Deserialize, Serialize};
 
-use super::names::{check_label, NameError};
-
-macro_rules! string_value {
-    ($(#[$doc:meta])* $name:ident, $check:expr) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = NameError;
-            fn try_from(value: String) -> Result<Self, NameError> {
-                let check: fn(&str) -> Result<(), String> = $check;
-                check(&value).map_err(NameError::new)?;
-                Ok(Self(value))
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(value: $name) -> String {
-                value.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
+use super::names::{check_label, string_value, NameError};
 
 /// How a value is shown in a message: quoted, with control characters
 /// escaped, so that the message itself cannot be turned into anything.
@@ -216,6 +180,7 @@ string_value!(
 );
 
 string_value!(
+    #[derive(Default)]
     /// Free text (comments, descriptions): one line of printable characters.
     /// Control characters, line and paragraph separators and the invisible
     /// characters that reorder text (Trojan Source) are refused, since no
