@@ -252,3 +252,25 @@ fn an_internal_domain_leaves_room_for_its_names() {
         "expected at most 253",
     );
 }
+
+#[test]
+fn image_values_that_reach_compose_and_the_agent_are_checked() {
+    refused(
+        "images/www.toml",
+        "environment = { ACME_AGREE = \"true\" }",
+        "environment = { \"A=B\\nevil\" = \"true\" }",
+        "not an environment variable name",
+    );
+    refused(
+        "images/www.toml",
+        "paths = [\"/var/lib/www/caddy\"",
+        "paths = [\"/var/lib/www/caddy\\n/etc\"",
+        "not a data directory",
+    );
+    refused(
+        "images/www.toml",
+        "[data]",
+        "[[files]]\npath = \"a\\u0000b\"\ntemplate = \"site/index.html.j2\"\n\n[data]",
+        "not a relative path",
+    );
+}

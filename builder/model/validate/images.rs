@@ -56,6 +56,21 @@ pub(super) fn check(image: &Image, report: &mut Report<'_>) {
                 );
             }
         }
+        for key in c.environment.keys() {
+            let mut bytes = key.bytes();
+            let valid = bytes
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                report.at(
+                    path!["containers", i, "environment", key.as_str()],
+                    format!(
+                        "{key:?} is not an environment variable name: expected letters, digits and `_`, not starting with a digit"
+                    ),
+                );
+            }
+        }
         for (j, port) in c.ports.iter().enumerate() {
             if !valid_port_mapping(port) {
                 report.at(
@@ -126,10 +141,11 @@ pub(super) fn check(image: &Image, report: &mut Report<'_>) {
         }
     }
     for (i, p) in image.data.iter().flat_map(|d| d.paths.iter()).enumerate() {
-        let clean = p.strip_prefix('/').is_some_and(|rest| {
-            rest.split('/')
-                .all(|c| !c.is_empty() && c != "." && c != "..")
-        });
+        let clean = !p.chars().any(char::is_control)
+            && p.strip_prefix('/').is_some_and(|rest| {
+                rest.split('/')
+                    .all(|c| !c.is_empty() && c != "." && c != "..")
+            });
         if !clean {
             report.at(
                 path!["data", "paths", i],
