@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
+use crate::model::values::PublicKey;
+
 /// Seconds a master connection outlives its last channel: a sov that is
 /// killed leaves none behind for long. A connection idle for longer is gone
 /// (see [`Connection::idle`]).
@@ -461,30 +463,10 @@ pub fn scan(address: &str, port: u16, key_type: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-/// `SHA256:…` of a public key line, as OpenSSH prints fingerprints.
-pub fn fingerprint(key: &str) -> String {
-    let out = std::process::Command::new("ssh-keygen")
-        .args(["-l", "-E", "sha256", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            if let Some(mut stdin) = child.stdin.take() {
-                stdin.write_all(key.as_bytes())?;
-                stdin.write_all(b"\n")?;
-            }
-            child.wait_with_output()
-        });
-    match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_default()
-            .to_string(),
-        _ => key.to_string(),
-    }
+/// `SHA256:…` of a public key line, as OpenSSH prints fingerprints; the
+/// line itself when it does not parse.
+fn fingerprint(key: &str) -> String {
+    PublicKey::try_from(key.to_string()).map_or_else(|_| key.to_string(), |k| k.fingerprint())
 }
 
 /// After a failed connection: does the host offer a key of the pinned type
