@@ -1,80 +1,25 @@
-//! The command line: its arguments ([`args`]), dispatch of each command
-//! to the library (here, one short function per command), and the output
-//! in plain text or stable JSON ([`print`]).
+//! The command line: dispatch of each command to the library, one short
+//! function per command. Its arguments are in [`args`], its output (plain
+//! text or stable JSON) in [`print`], its failures in [`error`].
 
 mod args;
+mod check;
+mod error;
 mod print;
+mod secret;
 
 use std::path::{Path, PathBuf};
 
 pub use args::{BackupCommand, BuildArgs, Cli, Command, HostArgs, SecretCommand, StoreCommand};
-use print::SecretRow;
+pub use error::CliError;
 
-use crate::build::{self, gc, BuildError, Paths, Report};
+use crate::build::{self, gc, BuildError, Paths};
 use crate::deploy::{self, recover, Mode, OnFailure, Which};
 use crate::init;
 use crate::model::values::PublicKey;
 use crate::model::Stack;
-use crate::secrets::{self, SecretError, SecretValue, Vault};
-use crate::store::{Health, ObjectName, StateLock, Store, StoreError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    #[error(transparent)]
-    Gc(#[from] gc::GcError),
-    #[error(transparent)]
-    Deploy(#[from] deploy::DeployError),
-    #[error("{what} of site {site} failed: {failed}")]
-    Failed {
-        what: &'static str,
-        site: String,
-        failed: String,
-    },
-    #[error("give a site: sov backup SITE, or sov backup verify SITE")]
-    NoSite,
-    #[error("deploy of site {site} failed: {failed}")]
-    DeployFailed { site: String, failed: String },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Init(#[from] init::InitError),
-    #[error(transparent)]
-    Secret(#[from] SecretError),
-    #[error("cannot read the secret's value from stdin")]
-    Stdin(#[source] std::io::Error),
-    #[error("{count} corrupt object{}: {}", if *count == 1 { "" } else { "s" }, names.join(", "))]
-    Corrupt { count: usize, names: Vec<String> },
-    #[error("the store held corrupt objects, rendered again and replaced by this build: {}; `sov store verify` checks the rest", names.join(", "))]
-    Repaired { names: Vec<String> },
-    #[error("not reproducible: {}", artifacts.join(", "))]
-    NotReproducible { artifacts: Vec<String> },
-    #[error("cannot write output")]
-    Output(#[source] std::io::Error),
-    #[error("cannot resolve path {path}")]
-    Path {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl CliError {
-    /// 2 for bad input or usage, 1 for everything that failed otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Build(e) if e.is_input() => 2,
-            CliError::Store(e) if e.is_input() => 2,
-            CliError::Gc(gc::GcError::Store(e)) if e.is_input() => 2,
-            CliError::Deploy(e) if e.is_input() => 2,
-            CliError::Init(e) if e.is_input() => 2,
-            CliError::Secret(e) if e.is_input() => 2,
-            CliError::NoSite => 2,
-            _ => 1,
-        }
-    }
-}
+use crate::secrets::Vault;
+use crate::store::{StateLock, Store};
 
 /// What every command shares: the absolute stack root and state folder,
 /// and the age identity named on the command line.
@@ -182,63 +127,9 @@ fn build_command(cx: &Context, args: &BuildArgs) -> Result<(), CliError> {
                 names: report.repaired.iter().map(ToString::to_string).collect(),
             });
         }
-        check(&paths, &args.sites, &report)?;
+        check::check(&paths, &args.sites, &report)?;
     }
     print::build(&report, args.check, args.json)
-}
-
-/// Rebuilds into a temporary state directory and compares every artifact's
-/// bytes with what the real store holds.
-fn check(paths: &Paths<'_>, sites: &[String], report: &Report) -> Result<(), CliError> {
-    let scratch = paths.state.join(format!("check-{}", std::process::id()));
-    let result = (|| {
-        let fresh = build::build(
-            &Paths {
-                root: paths.root,
-                state: &scratch,
-            },
-            sites,
-        )?;
-        let store = Store::at(paths.state);
-        let (mut differ, mut corrupt) = (Vec::new(), Vec::new());
-        for (ours, theirs) in report.sites.iter().zip(&fresh.sites) {
-            for (a, b) in ours.artifacts.iter().zip(&theirs.artifacts) {
-                let same =
-                    a.name == b.name && std::fs::read(&a.path).ok() == std::fs::read(&b.path).ok();
-                if same {
-                    continue;
-                }
-                // Bytes that no longer match their own hash are corruption,
-                // not a build that changed.
-                match object_of(&a.path).map(|o| store.check(&o)).transpose()? {
-                    Some(Health::Corrupt) => corrupt.push(a.path.display().to_string()),
-                    _ => differ.push(format!("{} ({})", a.name, a.kind.as_str())),
-                }
-            }
-        }
-        if !corrupt.is_empty() {
-            Err(CliError::Corrupt {
-                count: corrupt.len(),
-                names: corrupt,
-            })
-        } else if differ.is_empty() {
-            Ok(())
-        } else {
-            Err(CliError::NotReproducible { artifacts: differ })
-        }
-    })();
-    // A scratch build that failed wrote nothing, not even its directory.
-    match std::fs::remove_dir_all(&scratch) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CliError::Path {
-            path: scratch.clone(),
-            source: e,
-        }),
-        _ => result,
-    }
-}
-
-fn object_of(path: &Path) -> Option<ObjectName> {
-    path.file_name()?.to_str()?.parse().ok()
 }
 
 fn verify(state: &Path) -> Result<(), CliError> {
@@ -349,18 +240,18 @@ fn diff(state: &Path, site: &str, from: Option<u64>, to: Option<u64>) -> Result<
     let name = crate::model::SiteName::try_from(site.to_string()).map_err(|_| unknown())?;
     let profile = build::Profile::open(state, &name);
     let missing = |n: String| deploy::DeployError::NoGeneration(site.to_string(), n);
+    let numbered = |n: u64| -> Result<build::generation::Record, CliError> {
+        let record = profile.read(build::Generation(n))?;
+        Ok(record.ok_or_else(|| missing(n.to_string()))?)
+    };
     let to = match to {
-        Some(n) => profile
-            .read(build::Generation(n))?
-            .ok_or_else(|| missing(n.to_string()))?,
+        Some(n) => numbered(n)?,
         None => profile
             .current()?
             .ok_or_else(|| missing("(none built)".into()))?,
     };
     let from = match from {
-        Some(n) => profile
-            .read(build::Generation(n))?
-            .ok_or_else(|| missing(n.to_string()))?,
+        Some(n) => numbered(n)?,
         None => profile
             .list()?
             .into_iter()
@@ -438,79 +329,9 @@ fn restore(
 fn secret(cx: &Context, command: SecretCommand) -> Result<(), CliError> {
     let vault = Vault::open(&cx.state, cx.age_identity.clone());
     match command {
-        SecretCommand::Set { site, name } => secret_set(&cx.root, &vault, &site, &name),
-        SecretCommand::List { site, json } => secret_list(&cx.root, &vault, &site, json),
+        SecretCommand::Set { site, name } => secret::set(&cx.root, &vault, &site, &name),
+        SecretCommand::List { site, json } => secret::list(&cx.root, &vault, &site, json),
     }
-}
-
-fn secret_set(root: &Path, vault: &Vault, site: &str, name: &str) -> Result<(), CliError> {
-    let stack = Stack::load(root).map_err(|d| CliError::Build(BuildError::Input(d)))?;
-    let (site, declared) = secrets::declared(&stack, site)?;
-    let Some((name, _)) = declared.iter().find(|(n, _)| n.as_str() == name) else {
-        return Err(SecretError::Undeclared {
-            site: site.to_string(),
-            name: name.to_string(),
-            known: declared
-                .keys()
-                .map(|n| n.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }
-        .into());
-    };
-    let value = read_secret(name.as_str())?;
-    vault.set(&site, name, &value)?;
-    print::secret_stored(name, &site, vault.identity());
-    Ok(())
-}
-
-/// The value on stdin; read without echo when stdin is a terminal.
-fn read_secret(name: &str) -> Result<SecretValue, CliError> {
-    use std::io::{IsTerminal, Read};
-    let stdin = std::io::stdin();
-    let mut value = Vec::new();
-    if stdin.is_terminal() {
-        print::secret_prompt(name);
-        value = rpassword::read_password()
-            .map_err(CliError::Stdin)?
-            .into_bytes();
-    } else {
-        stdin
-            .lock()
-            .read_to_end(&mut value)
-            .map_err(CliError::Stdin)?;
-    }
-    if value.ends_with(b"\n") {
-        value.pop();
-        if value.ends_with(b"\r") {
-            value.pop();
-        }
-    }
-    let value = SecretValue::new(value);
-    if value.expose().is_empty() {
-        return Err(SecretError::Empty(name.to_string()).into());
-    }
-    Ok(value)
-}
-
-fn secret_list(root: &Path, vault: &Vault, site: &str, json: bool) -> Result<(), CliError> {
-    let stack = Stack::load(root).map_err(|d| CliError::Build(BuildError::Input(d)))?;
-    let (site, declared) = secrets::declared(&stack, site)?;
-    let rows: Vec<SecretRow> = declared
-        .into_iter()
-        .map(|(name, d)| SecretRow {
-            state: if vault.is_set(&site, &name) {
-                "set"
-            } else if d.generate {
-                "generated-on-deploy"
-            } else {
-                "missing"
-            },
-            name: name.to_string(),
-            hosts: d.hosts,
-        })
-        .collect();
-    print::secrets(&rows, json)
 }
 
 fn init_command(dir: &Path) -> Result<(), CliError> {
