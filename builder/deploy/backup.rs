@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use super::host::{Agent, SWITCH_TIMEOUT};
+use super::agent::{Agent, Call, Tell, END, SWITCH_TIMEOUT};
 use super::split;
 use super::ssh::{Connection, Held};
 use crate::backup::restic::{self, End, Running};
@@ -56,9 +56,7 @@ pub async fn back_up(
         .restic
         .start("back up", &args, End::Input)
         .map_err(|e| format!("{host}: {e}"))?;
-    let mut args = vec![owner];
-    args.extend(paths.iter().map(String::as_str));
-    let argv = how.argv("backup", &conn.target.root, &args);
+    let argv = Call::Backup { owner, paths }.argv(how, &conn.target.root);
     let streamed = conn
         .stream(
             "back up data",
@@ -150,12 +148,14 @@ pub async fn restore(
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
     };
-    let generation = backup.tags.generation.to_string();
-    let mut args = vec![owner, &generation];
-    args.extend(paths.iter().map(String::as_str));
+    let call = Call::Restore {
+        owner,
+        generation: backup.tags.generation,
+        paths,
+    };
     // Services stopped and the old data moved aside.
-    let argv = how.argv("restore", root, &args);
-    let mut main = match conn.hold("restore data", &argv, SWITCH_TIMEOUT).await {
+    let argv = call.argv(how, root);
+    let mut main = match conn.hold("restore data", &argv, END, SWITCH_TIMEOUT).await {
         Ok(main) => main,
         Err(e) => {
             // restic stops at the closed pipe.
@@ -164,7 +164,7 @@ pub async fn restore(
             return Err(e.to_string());
         }
     };
-    let part_argv = how.argv("restore-part", root, &[owner]);
+    let part_argv = Call::RestorePart { owner }.argv(how, root);
     let parts = readers.into_iter().map(|r| {
         conn.stream(
             "restore data",
@@ -203,7 +203,7 @@ pub async fn restore(
     let verdict = if failures.is_empty() {
         send_last(&mut main, last).await
     } else {
-        main.send(b"abort\n").await
+        main.send(format!("{}\n", Tell::Abort).as_bytes()).await
     };
     if let Err(e) = verdict {
         failures.push(format!(
@@ -227,7 +227,7 @@ pub async fn restore(
 async fn send_last(main: &mut Held<'_>, mut last: File) -> std::io::Result<()> {
     let written = last.stream_position()?;
     last.rewind()?;
-    main.send(b"ok\n").await?;
+    main.send(format!("{}\n", Tell::Ok).as_bytes()).await?;
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = last.read(&mut buf)?;

@@ -1,6 +1,7 @@
 //! `sov deploy` and `sov rollback`: bring every host of a site to a site
 //! generation, in parallel with a bound, all or nothing.
 
+mod agent;
 mod backup;
 mod host;
 pub mod live;

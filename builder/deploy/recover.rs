@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::host::{Agent, HostState};
+use super::agent::{Agent, HostState};
 use super::progress::Progress;
 use super::ssh::{Client, Connection, Target};
 use super::{backup, host, secrets, target, DeployError, Options, Report, RunDir, Which};

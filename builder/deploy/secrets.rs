@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::host::Agent;
+use super::agent::{Agent, Call, STEP_TIMEOUT};
 use super::ssh::Connection;
 use crate::build::manifest::HostManifest;
 use crate::model::{HostName, SiteName};
@@ -122,22 +122,18 @@ pub async fn send(
         e.contents.fill(0);
     }
     let tar = tar.map_err(|e| format!("{}: packing secrets: {e}", conn.target.host))?;
-    let specs: Vec<String> = deliveries
-        .iter()
-        .map(|d| format!("{}={}", d.name, d.owner))
-        .collect();
-    let mut args = vec![owner];
-    args.extend(specs.iter().map(String::as_str));
-    let argv = how.argv("secrets", &conn.target.root, &args);
-    conn.run(
-        "deliver secrets",
-        &argv,
-        tar.expose(),
-        super::host::STEP_TIMEOUT,
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| e.to_string())
+    let call = Call::Secrets {
+        owner,
+        secrets: deliveries
+            .iter()
+            .map(|d| (d.name.as_str(), d.owner.as_str()))
+            .collect(),
+    };
+    let argv = call.argv(how, &conn.target.root);
+    conn.run("deliver secrets", &argv, tar.expose(), STEP_TIMEOUT)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
