@@ -19,6 +19,10 @@ use crate::build::gc::read_json;
 use crate::build::manifest::HostManifest;
 use crate::pack::{self, Entry};
 use crate::store::{ObjectName, Store};
+pub use error::HostError;
+use error::{ManifestError, PackingError, Undone};
+
+mod error;
 
 /// Taking the lock may wait for an earlier deploy's collection and for a
 /// step of a deploy that died (50 s each on the host).
@@ -159,23 +163,23 @@ fn pack_missing(
     store: &Store,
     missing: &[&ObjectName],
     dictionary: &[ObjectName],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, PackingError> {
     let mut entries = Vec::new();
     for object in missing {
-        let contents = store.read(object).map_err(|e| e.to_string())?;
+        let contents = store.read(object)?;
         entries.push(Entry {
             path: object.to_string(),
             contents,
             mode: 0o444,
         });
     }
-    let tar = pack::tar(&entries).map_err(|e| e.to_string())?;
+    let tar = pack::tar(&entries)?;
     if dictionary.is_empty() {
-        return pack::zstd(&tar).map_err(|e| e.to_string());
+        return Ok(pack::zstd(&tar)?);
     }
     let mut dict = Vec::new();
     for object in dictionary {
-        dict.extend(store.read(object).map_err(|e| e.to_string())?);
+        dict.extend(store.read(object)?);
     }
     let compress = || -> std::io::Result<Vec<u8>> {
         use zstd::zstd_safe::CParameter;
@@ -183,7 +187,7 @@ fn pack_missing(
         compressor.set_parameter(CParameter::ChecksumFlag(true))?;
         compressor.compress(&tar)
     };
-    compress().map_err(|e| format!("compressing against the host's objects: {e}"))
+    compress().map_err(PackingError::Compress)
 }
 
 /// The objects both sides hold that a stream of `missing` compresses best
@@ -252,13 +256,17 @@ impl Checked {
 /// Connects and reads the host's state without writing anything: the
 /// site-wide check that every host is reachable, presents its pinned key
 /// and has the prerequisites, before any host is touched.
-pub async fn preflight(client: &Client, target: &Target, goal: &Goal) -> Result<Preflight, String> {
-    let conn = client.connect(target).await.map_err(|e| e.to_string())?;
+pub async fn preflight(
+    client: &Client,
+    target: &Target,
+    goal: &Goal,
+) -> Result<Preflight, HostError> {
+    let conn = client.connect(target).await?;
     let state = match state(&conn, &goal.agent).await {
         Ok(state) => state,
         Err(e) => {
             conn.close().await;
-            return Err(e.to_string());
+            return Err(e.into());
         }
     };
     if state.reached(goal) {
@@ -325,7 +333,7 @@ pub async fn deploy(
         Ok(switched) => (report, switched),
         Err(e) => {
             report.outcome = Outcome::Failed;
-            report.error = Some(e);
+            report.error = Some(e.to_string());
             (report, None)
         }
     }
@@ -335,7 +343,7 @@ async fn steps(
     job: Job<'_>,
     checked: Checked,
     report: &mut HostReport,
-) -> Result<Option<Switched>, String> {
+) -> Result<Option<Switched>, HostError> {
     let Job {
         client,
         target,
@@ -347,7 +355,7 @@ async fn steps(
     // slot) that its master may be gone.
     let conn = if conn.idle() > REUSE_WITHIN {
         conn.close().await;
-        client.connect(target).await.map_err(|e| e.to_string())?
+        client.connect(target).await?
     } else {
         conn
     };
@@ -355,7 +363,7 @@ async fn steps(
         job.progress.step(&target.host, "read the host's state");
         let result = match state(&conn, &goal.agent).await {
             Ok(host) => switch(job, &conn, Agent::Inline, &host, report).await,
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         };
         conn.close().await;
         return result;
@@ -378,7 +386,7 @@ async fn locked(
     conn: &Connection,
     how: Agent<'_>,
     report: &mut HostReport,
-) -> Result<Option<Switched>, String> {
+) -> Result<Option<Switched>, HostError> {
     let Job {
         target,
         goal,
@@ -409,7 +417,7 @@ async fn switch(
     how: Agent<'_>,
     host_state: &HostState,
     report: &mut HostReport,
-) -> Result<Option<Switched>, String> {
+) -> Result<Option<Switched>, HostError> {
     let Job {
         client,
         store,
@@ -435,8 +443,10 @@ async fn switch(
     let stream = if missing.is_empty() {
         Vec::new()
     } else {
-        pack_missing(store, &missing, &dictionary)
-            .map_err(|e| format!("{}: packing objects: {e}", target.host))?
+        pack_missing(store, &missing, &dictionary).map_err(|source| HostError::Pack {
+            host: target.host.clone(),
+            source,
+        })?
     };
     report.objects_sent = missing.len();
     report.bytes_sent = stream.len() as u64;
@@ -465,8 +475,7 @@ async fn switch(
             },
             STEP_TIMEOUT,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         report.outcome = Outcome::Unchanged;
         return Ok(Some(Switched {
             previous: host_state.current,
@@ -483,8 +492,7 @@ async fn switch(
         conn.run_reporting("receive objects", &argv, &stream, STEP_TIMEOUT, &|sent| {
             job.progress.sent(&target.host, sent, total)
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     }
     if let Some(run) = job.backup {
         job.progress.step(&target.host, "back up data");
@@ -521,10 +529,13 @@ async fn switch(
         SWITCH_TIMEOUT,
     )
     .await;
-    if let Err(e) = switched {
+    if let Err(source) = switched {
         let undone = roll_back(client, Some(conn), target, goal, previous).await;
-        let undone = undone.map_or(String::new(), |u| format!("\n{}: {u}", target.host));
-        return Err(format!("{e}{undone}"));
+        return Err(HostError::Switch {
+            host: target.host.clone(),
+            source,
+            undone,
+        });
     }
     // A new connection, not a channel of the old one: it must get through
     // whatever the new generation's firewall allows.
@@ -543,19 +554,21 @@ async fn switch(
         fresh.close().await;
         out
     };
-    if let Err(e) = confirmed.await {
+    if let Err(source) = confirmed.await {
         // The established connection usually survives a firewall that
         // refuses new ones: roll back over it now. If it is gone too, the
         // host's watchdog rolls back by itself.
         let undone = roll_back(client, Some(conn), target, goal, previous).await;
-        return Err(format!(
-            "{e} ({})",
-            undone.unwrap_or_else(|| format!(
-                "the host's watchdog returns it to generation {} within {} s",
-                previous.map_or("none".to_string(), |p| p.to_string()),
-                confirm_timeout.as_secs()
-            ))
-        ));
+        return Err(HostError::Confirm {
+            source,
+            undone: undone.map_or(
+                Undone::Watchdog {
+                    previous,
+                    secs: confirm_timeout.as_secs(),
+                },
+                Undone::Said,
+            ),
+        });
     }
     report.outcome = Outcome::Switched;
     Ok(Some(Switched { previous }))
@@ -571,18 +584,19 @@ pub async fn back_up_current(
     host_state: &HostState,
     run: BackupRun<'_>,
     progress: &Progress,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, HostError> {
     let host = &conn.target.host;
     let (Some(current), Some(manifest)) = (host_state.current, &host_state.manifest) else {
         return Ok(None);
     };
-    let manifest: HostManifest = manifest
-        .parse::<ObjectName>()
-        .map_err(|e| e.to_string())
-        .and_then(|m| read_json(store, &m).map_err(|e| e.to_string()))
-        .map_err(|e| {
-            format!("{host}: cannot tell what generation {current} keeps to back it up: {e}")
-        })?;
+    let read = || -> Result<HostManifest, ManifestError> {
+        Ok(read_json(store, &manifest.parse::<ObjectName>()?)?)
+    };
+    let manifest = read().map_err(|source| HostError::BackupManifest {
+        host: host.clone(),
+        generation: current,
+        source,
+    })?;
     if manifest.data.is_empty() {
         return Ok(None);
     }
@@ -598,7 +612,10 @@ pub async fn back_up_current(
     };
     let taken = backup::back_up(conn, how, owner, run.repo, tags, &manifest.data)
         .await
-        .map_err(|e| format!("{host}: backup failed, nothing was switched: {e}"))?;
+        .map_err(|source| HostError::Backup {
+            host: host.clone(),
+            source,
+        })?;
     progress.note(&format!(
         "{host}: backup {} of generation {current}: {} bytes, {} added",
         taken.id, taken.size, taken.added
@@ -614,9 +631,9 @@ pub async fn with_lock<T>(
     target: &Target,
     owner: &str,
     agent: &ObjectName,
-    work: impl AsyncFnOnce(&Connection, Agent<'_>, &HostState) -> Result<T, String>,
-) -> Result<T, String> {
-    let conn = client.connect(target).await.map_err(|e| e.to_string())?;
+    work: impl AsyncFnOnce(&Connection, Agent<'_>, &HostState) -> Result<T, HostError>,
+) -> Result<T, HostError> {
+    let conn = client.connect(target).await?;
     let result = match take_lock(&conn, Agent::Inline, owner).await {
         Ok((lock, host)) => {
             let how = if host.holds(agent) {
@@ -640,7 +657,7 @@ async fn take_lock<'c>(
     conn: &'c Connection,
     how: Agent<'_>,
     owner: &str,
-) -> Result<(Held<'c>, HostState), String> {
+) -> Result<(Held<'c>, HostState), HostError> {
     let step = "take the host lock";
     let argv = Call::HoldLock { owner }.argv(how, &conn.target.root);
     match conn.hold(step, &argv, END, LOCK_TIMEOUT).await {
@@ -653,19 +670,18 @@ async fn take_lock<'c>(
                     step,
                     source,
                 }
-                .to_string())
+                .into())
             }
         },
         Err(SshError::Failed { code, stderr, .. })
             if AgentExit::from_code(code).is_locked_by_another() =>
         {
-            let who = lock_holder(&stderr);
-            Err(format!(
-                "{}: another deploy holds the host lock ({who})",
-                conn.target.host
-            ))
+            Err(HostError::Locked {
+                host: conn.target.host.clone(),
+                holder: lock_holder(&stderr).to_string(),
+            })
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -364,7 +364,10 @@ async fn run(
             let _permit = jobs.acquire_owned().await.ok();
             progress.step(&target.host, "check");
             let started = Instant::now();
-            let found = host::preflight(&client, &target, &goal).await;
+            // A report carries the error as text.
+            let found = host::preflight(&client, &target, &goal)
+                .await
+                .map_err(|e| e.to_string());
             (found, started.elapsed())
         }));
     }
