@@ -459,7 +459,7 @@ async fn switch(
     if host_state.confirmed
         && missing.is_empty()
         && !secrets_stale
-        && host_state.manifest.as_deref() == Some(manifest.to_string().as_str())
+        && host_state.manifest == Some(manifest.to_string())
     {
         // Same artifacts under a new number, on a host that runs them
         // confirmed: nothing to activate.
