@@ -11,9 +11,9 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use super::host::{Agent, SWITCH_TIMEOUT};
-use super::split;
-use super::ssh::{Connection, Held};
+use super::agent::{Agent, Call, Tell, END, SWITCH_TIMEOUT};
+use super::split::{self, SplitError};
+use super::ssh::{Connection, Held, SshError};
 use crate::backup::restic::{self, End, Running};
 use crate::backup::{Backup, BackupError, Repository, Tags, Taken};
 
@@ -23,6 +23,53 @@ const STREAM_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
 const PARTS: usize = 2;
 /// The pipe to each (Linux's default limit for an unprivileged process).
 const PIPE_SIZE: usize = 1 << 20;
+
+/// A backup or restore stream that failed, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("{host}: {source}")]
+    Restic {
+        host: String,
+        #[source]
+        source: BackupError,
+    },
+    #[error("{host}: {source}")]
+    Task {
+        host: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("{source} (the host's services were started again)")]
+    Broken {
+        #[source]
+        source: SshError,
+    },
+    #[error("{host}: restic reported no snapshot")]
+    NoSnapshot { host: String },
+    #[error("{host}: restore: {source}")]
+    Local {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("{host}: {source}")]
+    Split {
+        host: String,
+        #[source]
+        source: SplitError,
+    },
+    #[error("{host}: restore: telling the host how the streams ended: {source}")]
+    Verdict {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every failure of a restore's streams, first the one that broke it.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<StreamError>),
+}
 
 /// Stops the host's services, streams `paths` into a new snapshot tagged
 /// `tags`, and starts the services again. A stream that breaks leaves no
@@ -34,8 +81,12 @@ pub async fn back_up(
     repo: &Repository,
     tags: Tags,
     paths: &[String],
-) -> Result<Taken, String> {
+) -> Result<Taken, StreamError> {
     let host = &conn.target.host;
+    let restic = |source| StreamError::Restic {
+        host: host.clone(),
+        source,
+    };
     let filename = format!("{}.tar", tags.host);
     let restic_tags = tags.to_restic();
     // --quiet: the summary only, not a status line 60 times a second.
@@ -55,10 +106,8 @@ pub async fn back_up(
     let (running, input) = repo
         .restic
         .start("back up", &args, End::Input)
-        .map_err(|e| format!("{host}: {e}"))?;
-    let mut args = vec![owner];
-    args.extend(paths.iter().map(String::as_str));
-    let argv = how.argv("backup", &conn.target.root, &args);
+        .map_err(restic)?;
+    let argv = Call::Backup { owner, paths }.argv(how, &conn.target.root);
     let streamed = conn
         .stream(
             "back up data",
@@ -76,22 +125,25 @@ pub async fn back_up(
     }
     let finished = tokio::task::spawn_blocking(move || running.finish())
         .await
-        .map_err(|e| format!("{host}: backup: {e}"))?;
+        .map_err(|source| StreamError::Task {
+            host: host.clone(),
+            source,
+        })?;
     let summary = finished
         .as_ref()
         .ok()
         .and_then(|out| restic::summary(&out.stdout));
-    if let Err(e) = streamed {
+    if let Err(source) = streamed {
         if let Some(s) = summary {
             let _ = repo
                 .restic
                 .run("drop a broken snapshot", &["forget", &s.snapshot_id]);
         }
-        return Err(format!("{e} (the host's services were started again)"));
+        return Err(StreamError::Broken { source });
     }
     let summary = summary.ok_or_else(|| match finished {
-        Err(e) => format!("{host}: {e}"),
-        Ok(_) => format!("{host}: restic reported no snapshot"),
+        Err(e) => restic(e),
+        Ok(_) => StreamError::NoSnapshot { host: host.clone() },
     })?;
     let taken = Taken {
         id: summary.snapshot_id,
@@ -99,8 +151,7 @@ pub async fn back_up(
         size: summary.total_bytes_processed,
         added: summary.data_added,
     };
-    repo.record(taken.clone())
-        .map_err(|e: BackupError| format!("{host}: {e}"))?;
+    repo.record(taken.clone()).map_err(restic)?;
     Ok(taken)
 }
 
@@ -128,7 +179,7 @@ pub async fn restore(
     source: Source<'_>,
     scratch: &Path,
     sent: impl Fn(u64, u64) + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
     let Source {
         repo,
         backup,
@@ -136,35 +187,47 @@ pub async fn restore(
     } = source;
     let host = conn.target.host.clone();
     let root = &conn.target.root;
-    let local = |e: std::io::Error| format!("{host}: restore: {e}");
+    let local = |source| StreamError::Local {
+        host: host.clone(),
+        source,
+    };
     let last = scratch_file(scratch, &host).map_err(local)?;
     let (readers, mut writers) = part_pipes(PARTS).map_err(local)?;
     let file = format!("/{}.tar", backup.tags.host);
     let (running, output) = repo
         .restic
         .start("read the backup", &["dump", &backup.id, &file], End::Output)
-        .map_err(|e| format!("{host}: {e}"))?;
-    let dumped = |running: Running| async move {
-        tokio::task::spawn_blocking(move || running.finish())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        .map_err(|source| StreamError::Restic {
+            host: host.clone(),
+            source,
+        })?;
+    let dumped = |running: Running| {
+        let host = host.clone();
+        async move {
+            match tokio::task::spawn_blocking(move || running.finish()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(source)) => Err(StreamError::Restic { host, source }),
+                Err(source) => Err(StreamError::Task { host, source }),
+            }
+        }
     };
-    let generation = backup.tags.generation.to_string();
-    let mut args = vec![owner, &generation];
-    args.extend(paths.iter().map(String::as_str));
+    let call = Call::Restore {
+        owner,
+        generation: backup.tags.generation,
+        paths,
+    };
     // Services stopped and the old data moved aside.
-    let argv = how.argv("restore", root, &args);
-    let mut main = match conn.hold("restore data", &argv, SWITCH_TIMEOUT).await {
+    let argv = call.argv(how, root);
+    let mut main = match conn.hold("restore data", &argv, END, SWITCH_TIMEOUT).await {
         Ok(main) => main,
         Err(e) => {
             // restic stops at the closed pipe.
             drop(output);
             let _ = dumped(running).await;
-            return Err(e.to_string());
+            return Err(e.into());
         }
     };
-    let part_argv = how.argv("restore-part", root, &[owner]);
+    let part_argv = Call::RestorePart { owner }.argv(how, root);
     let parts = readers.into_iter().map(|r| {
         conn.stream(
             "restore data",
@@ -189,35 +252,45 @@ pub async fn restore(
     });
     let (parts, split) = tokio::join!(join_all(parts.collect()), splitting);
     let dumped = dumped(running).await;
-    let (dealt, last) = split.map_err(|e| format!("{host}: {e}"))?;
-    let mut failures: Vec<String> = parts
+    let (dealt, last) = split.map_err(|source| StreamError::Task {
+        host: host.clone(),
+        source,
+    })?;
+    let mut failures: Vec<StreamError> = parts
         .into_iter()
-        .filter_map(|p| p.err().map(|e| e.to_string()))
+        .filter_map(|p| p.err().map(StreamError::from))
         .collect();
-    if let Err(e) = &dealt {
-        failures.insert(0, format!("{host}: {e}"));
+    if let Err(source) = dealt {
+        failures.insert(
+            0,
+            StreamError::Split {
+                host: host.clone(),
+                source,
+            },
+        );
     }
     if let Err(e) = dumped {
-        failures.insert(0, format!("{host}: {e}"));
+        failures.insert(0, e);
     }
     let verdict = if failures.is_empty() {
         send_last(&mut main, last).await
     } else {
-        main.send(b"abort\n").await
+        main.send(format!("{}\n", Tell::Abort).as_bytes()).await
     };
-    if let Err(e) = verdict {
-        failures.push(format!(
-            "{host}: restore: telling the host how the streams ended: {e}"
-        ));
+    if let Err(source) = verdict {
+        failures.push(StreamError::Verdict {
+            host: host.clone(),
+            source,
+        });
     }
     let finished = main.finish(conn, "restore data", STREAM_TIMEOUT).await;
     match (failures.is_empty(), finished) {
         (true, Ok(())) => Ok(()),
         (_, finished) => {
             if let Err(e) = finished {
-                failures.push(e.to_string());
+                failures.push(e.into());
             }
-            Err(failures.join("\n"))
+            Err(StreamError::Several(failures))
         }
     }
 }
@@ -227,7 +300,7 @@ pub async fn restore(
 async fn send_last(main: &mut Held<'_>, mut last: File) -> std::io::Result<()> {
     let written = last.stream_position()?;
     last.rewind()?;
-    main.send(b"ok\n").await?;
+    main.send(format!("{}\n", Tell::Ok).as_bytes()).await?;
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = last.read(&mut buf)?;

@@ -1,37 +1,35 @@
 //! One host's part of a deploy: lock, learn what it holds, send what it
 //! lacks, switch, and confirm over a new connection.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::agent::{
+    lock_holder, Agent, AgentError, AgentExit, Call, HostState, Tell, END, STEP_TIMEOUT,
+    SWITCH_TIMEOUT,
+};
 use super::backup;
 use super::progress::Progress;
 use super::secrets::{self, Delivery};
 use super::ssh::{Client, Connection, Held, SshError, Target, CONTROL_PERSIST_SECS};
-use super::AGENT;
 use crate::backup::{Repository, Tags};
 use crate::build::gc::read_json;
 use crate::build::manifest::HostManifest;
 use crate::pack::{self, Entry};
 use crate::store::{ObjectName, Store};
+pub use error::HostError;
+use error::{ManifestError, PackingError, Undone};
 
-/// Every remote step but the switch is quick; the switch runs activation
-/// and health checks. Taking the lock may wait for an earlier deploy's
-/// collection and for a step of a deploy that died (50 s each on the host).
-pub(super) const STEP_TIMEOUT: Duration = Duration::from_secs(60);
-pub(super) const SWITCH_TIMEOUT: Duration = Duration::from_secs(300);
+mod error;
+
+/// Taking the lock may wait for an earlier deploy's collection and for a
+/// step of a deploy that died (50 s each on the host).
 const LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 /// A preflight's connection idle for longer is not reused: its master may
 /// be about to exit (ControlPersist).
 const REUSE_WITHIN: Duration = Duration::from_secs(CONTROL_PERSIST_SECS as u64 / 2);
-/// The hold-lock agent's exit status when another deploy holds the lock.
-const LOCKED_BY_ANOTHER: &str = "75";
-/// The probe's exit status when the host lacks the stored agent.
-const NOT_STORED: &str = "97";
-/// Runs the stored agent `$0` if the host has it.
-const PROBE: &str = r#"[ -f "$0" ] || exit 97; exec sh "$0" "$@""#;
 /// The dictionary a stream is compressed against stays below this (the
 /// host reads it into memory).
 const DICTIONARY_LIMIT: usize = 4 << 20;
@@ -116,70 +114,34 @@ pub struct Switched {
     pub previous: Option<u64>,
 }
 
-/// How a host runs the agent.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Agent<'a> {
-    /// Its copy in the store.
-    Stored(&'a ObjectName),
-    /// The stored copy if there is one, else fail with NOT_STORED.
-    Probe(&'a ObjectName),
-    /// Sent on the command line: the host lacks this version of it.
-    Inline,
-}
-
-impl Agent<'_> {
-    pub(super) fn argv(self, command: &str, root: &str, args: &[&str]) -> Vec<String> {
-        let stored = |name: &ObjectName| format!("{root}/store/{name}");
-        let mut argv: Vec<String> = match self {
-            Agent::Stored(name) => vec!["sh".into(), stored(name)],
-            Agent::Probe(name) => vec!["sh".into(), "-c".into(), PROBE.into(), stored(name)],
-            Agent::Inline => vec!["sh".into(), "-c".into(), AGENT.into(), "sov-agent".into()],
-        };
-        argv.push(command.into());
-        argv.push(root.into());
-        argv.extend(args.iter().map(|a| a.to_string()));
-        argv
-    }
-}
-
-/// Runs agent `command` on the host.
+/// Makes agent `call` on the host, run `how`.
 async fn agent(
     conn: &Connection,
     how: Agent<'_>,
     step: &'static str,
-    (command, args): (&str, &[&str]),
-    stdin: &[u8],
+    call: Call<'_>,
     timeout: Duration,
 ) -> Result<String, SshError> {
-    let argv = how.argv(command, &conn.target.root, args);
-    conn.run(step, &argv, stdin, timeout).await
-}
-
-/// The host's answer to `state`.
-pub(super) struct HostState {
-    pub(super) current: Option<u64>,
-    /// The host manifest object of the current generation.
-    pub(super) manifest: Option<String>,
-    objects: BTreeSet<String>,
-    /// `confirmed/<current>` exists: the current generation passed its
-    /// checks and was confirmed over a new connection.
-    pub(super) confirmed: bool,
-    /// An unconfirmed switch: (generation, the generation before it).
-    pending: Option<(u64, Option<u64>)>,
-    /// The secrets it holds: name to blake3 of the value.
-    secrets: BTreeMap<String, String>,
+    conn.run(step, &call.argv(how, &conn.target.root), b"", timeout)
+        .await
 }
 
 /// Reads, without writing anything, the host's state with the stored
 /// agent, or the inline one if the host lacks it.
-pub(super) async fn state(conn: &Connection, stored: &ObjectName) -> Result<HostState, SshError> {
+pub(super) async fn state(conn: &Connection, stored: &ObjectName) -> Result<HostState, AgentError> {
     let step = "read the host's state";
-    let read = |how| agent(conn, how, step, ("state", &[]), b"", STEP_TIMEOUT);
+    let read = |how| agent(conn, how, step, Call::State, STEP_TIMEOUT);
     let out = match read(Agent::Probe(stored)).await {
-        Err(SshError::Failed { code, .. }) if code == NOT_STORED => read(Agent::Inline).await?,
+        Err(SshError::Failed { code, .. }) if AgentExit::from_code(code).is_not_stored() => {
+            read(Agent::Inline).await?
+        }
         other => other?,
     };
-    Ok(parse_state(out.lines()))
+    HostState::parse(out.lines()).map_err(|source| AgentError::Reply {
+        host: conn.target.host.clone(),
+        step,
+        source,
+    })
 }
 
 impl HostState {
@@ -188,46 +150,9 @@ impl HostState {
     pub(super) fn reached(&self, goal: &Goal) -> bool {
         self.current == Some(goal.generation)
             && self.confirmed
-            && goal
-                .objects
-                .iter()
-                .all(|o| self.objects.contains(&o.to_string()))
+            && goal.objects.iter().all(|o| self.holds(o))
             && !secrets::stale(&goal.secrets, &self.secrets)
     }
-}
-
-fn parse_state<'a>(lines: impl Iterator<Item = &'a str>) -> HostState {
-    let mut state = HostState {
-        current: None,
-        manifest: None,
-        objects: BTreeSet::new(),
-        confirmed: false,
-        pending: None,
-        secrets: BTreeMap::new(),
-    };
-    for line in lines {
-        if let Some(n) = line.strip_prefix("current ") {
-            state.current = n.trim().parse().ok();
-        } else if let Some(m) = line.strip_prefix("manifest ") {
-            state.manifest = Some(m.trim().to_string()).filter(|m| !m.is_empty());
-        } else if let Some(c) = line.strip_prefix("confirmed ") {
-            state.confirmed = c.trim() == "yes";
-        } else if let Some(p) = line.strip_prefix("pending ") {
-            let mut words = p.split_whitespace();
-            if let Some(Ok(n)) = words.next().map(str::parse) {
-                state.pending = Some((n, words.next().and_then(|w| w.parse().ok())));
-            }
-        } else if let Some(o) = line.strip_prefix("object ") {
-            state.objects.insert(o.to_string());
-        } else if let Some((name, hash)) =
-            line.strip_prefix("secret ").and_then(|s| s.split_once(' '))
-        {
-            state
-                .secrets
-                .insert(name.to_string(), hash.trim().to_string());
-        }
-    }
-    state
 }
 
 /// The objects a host lacks, packed in one compressed stream. It is
@@ -238,23 +163,23 @@ fn pack_missing(
     store: &Store,
     missing: &[&ObjectName],
     dictionary: &[ObjectName],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, PackingError> {
     let mut entries = Vec::new();
     for object in missing {
-        let contents = store.read(object).map_err(|e| e.to_string())?;
+        let contents = store.read(object)?;
         entries.push(Entry {
             path: object.to_string(),
             contents,
             mode: 0o444,
         });
     }
-    let tar = pack::tar(&entries).map_err(|e| e.to_string())?;
+    let tar = pack::tar(&entries)?;
     if dictionary.is_empty() {
-        return pack::zstd(&tar).map_err(|e| e.to_string());
+        return Ok(pack::zstd(&tar)?);
     }
     let mut dict = Vec::new();
     for object in dictionary {
-        dict.extend(store.read(object).map_err(|e| e.to_string())?);
+        dict.extend(store.read(object)?);
     }
     let compress = || -> std::io::Result<Vec<u8>> {
         use zstd::zstd_safe::CParameter;
@@ -262,7 +187,7 @@ fn pack_missing(
         compressor.set_parameter(CParameter::ChecksumFlag(true))?;
         compressor.compress(&tar)
     };
-    compress().map_err(|e| format!("compressing against the host's objects: {e}"))
+    compress().map_err(PackingError::Compress)
 }
 
 /// The objects both sides hold that a stream of `missing` compresses best
@@ -272,9 +197,7 @@ fn pack_missing(
 /// manifest comes first: the dictionary must not start with zstd's
 /// dictionary magic, and JSON starts with `{`.
 fn dictionary(store: &Store, host: &HostState, missing: &[&ObjectName]) -> Vec<ObjectName> {
-    let usable = |o: &ObjectName| {
-        host.objects.contains(&o.to_string()) && store.contains(o) && !o.name().ends_with(".zst")
-    };
+    let usable = |o: &ObjectName| host.holds(o) && store.contains(o) && !o.name().ends_with(".zst");
     let Some(current) = host
         .manifest
         .as_deref()
@@ -333,13 +256,17 @@ impl Checked {
 /// Connects and reads the host's state without writing anything: the
 /// site-wide check that every host is reachable, presents its pinned key
 /// and has the prerequisites, before any host is touched.
-pub async fn preflight(client: &Client, target: &Target, goal: &Goal) -> Result<Preflight, String> {
-    let conn = client.connect(target).await.map_err(|e| e.to_string())?;
+pub async fn preflight(
+    client: &Client,
+    target: &Target,
+    goal: &Goal,
+) -> Result<Preflight, HostError> {
+    let conn = client.connect(target).await?;
     let state = match state(&conn, &goal.agent).await {
         Ok(state) => state,
         Err(e) => {
             conn.close().await;
-            return Err(e.to_string());
+            return Err(e.into());
         }
     };
     if state.reached(goal) {
@@ -349,7 +276,7 @@ pub async fn preflight(client: &Client, target: &Target, goal: &Goal) -> Result<
         })
     } else {
         Ok(Preflight::Needed(Checked {
-            agent_stored: state.objects.contains(&goal.agent.to_string()),
+            agent_stored: state.holds(&goal.agent),
             conn,
         }))
     }
@@ -406,7 +333,7 @@ pub async fn deploy(
         Ok(switched) => (report, switched),
         Err(e) => {
             report.outcome = Outcome::Failed;
-            report.error = Some(e);
+            report.error = Some(e.to_string());
             (report, None)
         }
     }
@@ -416,7 +343,7 @@ async fn steps(
     job: Job<'_>,
     checked: Checked,
     report: &mut HostReport,
-) -> Result<Option<Switched>, String> {
+) -> Result<Option<Switched>, HostError> {
     let Job {
         client,
         target,
@@ -428,7 +355,7 @@ async fn steps(
     // slot) that its master may be gone.
     let conn = if conn.idle() > REUSE_WITHIN {
         conn.close().await;
-        client.connect(target).await.map_err(|e| e.to_string())?
+        client.connect(target).await?
     } else {
         conn
     };
@@ -436,7 +363,7 @@ async fn steps(
         job.progress.step(&target.host, "read the host's state");
         let result = match state(&conn, &goal.agent).await {
             Ok(host) => switch(job, &conn, Agent::Inline, &host, report).await,
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         };
         conn.close().await;
         return result;
@@ -459,7 +386,7 @@ async fn locked(
     conn: &Connection,
     how: Agent<'_>,
     report: &mut HostReport,
-) -> Result<Option<Switched>, String> {
+) -> Result<Option<Switched>, HostError> {
     let Job {
         target,
         goal,
@@ -470,7 +397,14 @@ async fn locked(
     let (mut lock, host) = take_lock(conn, how, owner).await?;
     let result = switch(job, conn, how, &host, report).await;
     if matches!(report.outcome, Outcome::Switched) {
-        lock.tell(&format!("gc {HOST_KEEP} {}", goal.agent)).await;
+        lock.tell(
+            &Tell::Gc {
+                keep: HOST_KEEP,
+                agent: &goal.agent,
+            }
+            .to_string(),
+        )
+        .await;
     }
     lock.release().await;
     result
@@ -483,7 +417,7 @@ async fn switch(
     how: Agent<'_>,
     host_state: &HostState,
     report: &mut HostReport,
-) -> Result<Option<Switched>, String> {
+) -> Result<Option<Switched>, HostError> {
     let Job {
         client,
         store,
@@ -498,7 +432,7 @@ async fn switch(
     let missing: Vec<&ObjectName> = goal
         .objects
         .iter()
-        .filter(|o| !host_state.objects.contains(&o.to_string()))
+        .filter(|o| !host_state.holds(o))
         .collect();
     let secrets_stale = secrets::stale(&goal.secrets, &host_state.secrets);
     if host_state.reached(goal) {
@@ -509,8 +443,10 @@ async fn switch(
     let stream = if missing.is_empty() {
         Vec::new()
     } else {
-        pack_missing(store, &missing, &dictionary)
-            .map_err(|e| format!("{}: packing objects: {e}", target.host))?
+        pack_missing(store, &missing, &dictionary).map_err(|source| HostError::Pack {
+            host: target.host.clone(),
+            source,
+        })?
     };
     report.objects_sent = missing.len();
     report.bytes_sent = stream.len() as u64;
@@ -518,12 +454,12 @@ async fn switch(
         report.outcome = Outcome::Planned;
         return Ok(None);
     }
-    let generation = goal.generation.to_string();
-    let manifest = goal.manifest.to_string();
+    let generation = goal.generation;
+    let manifest = &goal.manifest;
     if host_state.confirmed
         && missing.is_empty()
         && !secrets_stale
-        && host_state.manifest.as_deref() == Some(manifest.as_str())
+        && host_state.manifest == Some(manifest.to_string())
     {
         // Same artifacts under a new number, on a host that runs them
         // confirmed: nothing to activate.
@@ -532,29 +468,31 @@ async fn switch(
             conn,
             stored,
             "record the generation",
-            ("relabel", &[owner, &generation, &manifest]),
-            b"",
+            Call::Relabel {
+                owner,
+                generation,
+                manifest,
+            },
             STEP_TIMEOUT,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         report.outcome = Outcome::Unchanged;
         return Ok(Some(Switched {
             previous: host_state.current,
         }));
     }
     if !stream.is_empty() {
-        let names: Vec<String> = dictionary.iter().map(ObjectName::to_string).collect();
-        let mut args = vec![owner];
-        args.extend(names.iter().map(String::as_str));
         job.progress.step(&target.host, "receive objects");
         let total = stream.len() as u64;
-        let argv = how.argv("receive", &target.root, &args);
+        let receive = Call::Receive {
+            owner,
+            dictionary: &dictionary,
+        };
+        let argv = receive.argv(how, &target.root);
         conn.run_reporting("receive objects", &argv, &stream, STEP_TIMEOUT, &|sent| {
             job.progress.sent(&target.host, sent, total)
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     }
     if let Some(run) = job.backup {
         job.progress.step(&target.host, "back up data");
@@ -566,8 +504,6 @@ async fn switch(
         job.progress.step(&target.host, "deliver secrets");
         secrets::send(conn, stored, owner, &goal.secrets).await?;
     }
-    let timeout = confirm_timeout.as_secs().max(1).to_string();
-    let agent_name = goal.agent.to_string();
     // Resuming a switch to this generation whose deploy died: "previous" is
     // what that switch would have returned to.
     let previous = match host_state.pending {
@@ -583,18 +519,23 @@ async fn switch(
         conn,
         stored,
         "switch and activate",
-        (
-            "switch",
-            &[owner, &generation, &manifest, &timeout, &agent_name],
-        ),
-        b"",
+        Call::Switch {
+            owner,
+            generation,
+            manifest,
+            confirm_within: confirm_timeout,
+            agent: &goal.agent,
+        },
         SWITCH_TIMEOUT,
     )
     .await;
-    if let Err(e) = switched {
+    if let Err(source) = switched {
         let undone = roll_back(client, Some(conn), target, goal, previous).await;
-        let undone = undone.map_or(String::new(), |u| format!("\n{}: {u}", target.host));
-        return Err(format!("{e}{undone}"));
+        return Err(HostError::Switch {
+            host: target.host.clone(),
+            source,
+            undone,
+        });
     }
     // A new connection, not a channel of the old one: it must get through
     // whatever the new generation's firewall allows.
@@ -606,27 +547,28 @@ async fn switch(
             &fresh,
             stored,
             "confirm",
-            ("confirm", &[&generation]),
-            b"",
+            Call::Confirm { generation },
             STEP_TIMEOUT,
         )
         .await;
         fresh.close().await;
         out
     };
-    if let Err(e) = confirmed.await {
+    if let Err(source) = confirmed.await {
         // The established connection usually survives a firewall that
         // refuses new ones: roll back over it now. If it is gone too, the
         // host's watchdog rolls back by itself.
         let undone = roll_back(client, Some(conn), target, goal, previous).await;
-        return Err(format!(
-            "{e} ({})",
-            undone.unwrap_or_else(|| format!(
-                "the host's watchdog returns it to generation {} within {} s",
-                previous.map_or("none".to_string(), |p| p.to_string()),
-                confirm_timeout.as_secs()
-            ))
-        ));
+        return Err(HostError::Confirm {
+            source,
+            undone: undone.map_or(
+                Undone::Watchdog {
+                    previous,
+                    secs: confirm_timeout.as_secs(),
+                },
+                Undone::Said,
+            ),
+        });
     }
     report.outcome = Outcome::Switched;
     Ok(Some(Switched { previous }))
@@ -642,18 +584,19 @@ pub async fn back_up_current(
     host_state: &HostState,
     run: BackupRun<'_>,
     progress: &Progress,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, HostError> {
     let host = &conn.target.host;
     let (Some(current), Some(manifest)) = (host_state.current, &host_state.manifest) else {
         return Ok(None);
     };
-    let manifest: HostManifest = manifest
-        .parse::<ObjectName>()
-        .map_err(|e| e.to_string())
-        .and_then(|m| read_json(store, &m).map_err(|e| e.to_string()))
-        .map_err(|e| {
-            format!("{host}: cannot tell what generation {current} keeps to back it up: {e}")
-        })?;
+    let read = || -> Result<HostManifest, ManifestError> {
+        Ok(read_json(store, &manifest.parse::<ObjectName>()?)?)
+    };
+    let manifest = read().map_err(|source| HostError::BackupManifest {
+        host: host.clone(),
+        generation: current,
+        source,
+    })?;
     if manifest.data.is_empty() {
         return Ok(None);
     }
@@ -669,7 +612,10 @@ pub async fn back_up_current(
     };
     let taken = backup::back_up(conn, how, owner, run.repo, tags, &manifest.data)
         .await
-        .map_err(|e| format!("{host}: backup failed, nothing was switched: {e}"))?;
+        .map_err(|source| HostError::Backup {
+            host: host.clone(),
+            source,
+        })?;
     progress.note(&format!(
         "{host}: backup {} of generation {current}: {} bytes, {} added",
         taken.id, taken.size, taken.added
@@ -685,12 +631,12 @@ pub async fn with_lock<T>(
     target: &Target,
     owner: &str,
     agent: &ObjectName,
-    work: impl AsyncFnOnce(&Connection, Agent<'_>, &HostState) -> Result<T, String>,
-) -> Result<T, String> {
-    let conn = client.connect(target).await.map_err(|e| e.to_string())?;
+    work: impl AsyncFnOnce(&Connection, Agent<'_>, &HostState) -> Result<T, HostError>,
+) -> Result<T, HostError> {
+    let conn = client.connect(target).await?;
     let result = match take_lock(&conn, Agent::Inline, owner).await {
         Ok((lock, host)) => {
-            let how = if host.objects.contains(&agent.to_string()) {
+            let how = if host.holds(agent) {
                 Agent::Stored(agent)
             } else {
                 Agent::Inline
@@ -711,21 +657,31 @@ async fn take_lock<'c>(
     conn: &'c Connection,
     how: Agent<'_>,
     owner: &str,
-) -> Result<(Held<'c>, HostState), String> {
-    let argv = how.argv("hold-lock", &conn.target.root, &[owner]);
-    match conn.hold("take the host lock", &argv, LOCK_TIMEOUT).await {
-        Ok(lock) => {
-            let host = parse_state(lock.lines.iter().map(String::as_str));
-            Ok((lock, host))
+) -> Result<(Held<'c>, HostState), HostError> {
+    let step = "take the host lock";
+    let argv = Call::HoldLock { owner }.argv(how, &conn.target.root);
+    match conn.hold(step, &argv, END, LOCK_TIMEOUT).await {
+        Ok(lock) => match HostState::parse_locked(&lock.lines) {
+            Ok(host) => Ok((lock, host)),
+            Err(source) => {
+                lock.release().await;
+                Err(AgentError::Reply {
+                    host: conn.target.host.clone(),
+                    step,
+                    source,
+                }
+                .into())
+            }
+        },
+        Err(SshError::Failed { code, stderr, .. })
+            if AgentExit::from_code(code).is_locked_by_another() =>
+        {
+            Err(HostError::Locked {
+                host: conn.target.host.clone(),
+                holder: lock_holder(&stderr).to_string(),
+            })
         }
-        Err(SshError::Failed { code, stderr, .. }) if code == LOCKED_BY_ANOTHER => {
-            let who = stderr.strip_prefix("locked by ").unwrap_or(&stderr);
-            Err(format!(
-                "{}: another deploy holds the host lock ({who})",
-                conn.target.host
-            ))
-        }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -739,16 +695,15 @@ pub async fn roll_back(
     goal: &Goal,
     previous: Option<u64>,
 ) -> Option<String> {
-    let generation = goal.generation.to_string();
-    let previous = previous.map(|p| p.to_string()).unwrap_or_default();
-    let args = [generation.as_str(), previous.as_str()];
     let run = |c| {
         agent(
             c,
             Agent::Stored(&goal.agent),
             "roll back",
-            ("rollback", &args),
-            b"",
+            Call::Rollback {
+                generation: goal.generation,
+                previous,
+            },
             SWITCH_TIMEOUT,
         )
     };

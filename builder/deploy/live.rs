@@ -10,13 +10,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::ssh::{Client, Target};
+use super::agent::AgentError;
+use super::ssh::{Client, SshError, Target};
 use super::{host, target, DeployError, RunDir};
 use crate::build::gc::read_json;
 use crate::build::manifest::SiteManifest;
 use crate::build::Profile;
 use crate::model::Stack;
-use crate::store::{Digest, StateLock, Store};
+use crate::store::{Digest, StateLock, Store, StoreError};
 
 /// Connecting and reading one host's state, at most.
 const LOOK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -130,7 +131,7 @@ pub fn generations(
                 host: name,
                 state: LiveState::Unreachable,
                 generation: None,
-                error: Some(error),
+                error: Some(error.to_string()),
             },
             Ok(found) => {
                 let state = match found.current {
@@ -177,6 +178,21 @@ pub fn generations(
 }
 
 /// What a host said about its current generation.
+/// Why a host's state could not be read.
+#[derive(Debug, thiserror::Error)]
+enum LookError {
+    #[error(transparent)]
+    AgentName(#[from] StoreError),
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("{host}: no answer within {secs} s")]
+    Timeout { host: String, secs: u64 },
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
 struct Found {
     current: Option<u64>,
     manifest: Option<String>,
@@ -188,7 +204,7 @@ async fn look_at_all(
     client: Client,
     targets: Vec<Target>,
     jobs: usize,
-) -> Vec<(String, Result<Found, String>)> {
+) -> Vec<(String, Result<Found, LookError>)> {
     let client = Arc::new(client);
     let jobs = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let names: Vec<String> = targets.iter().map(|t| t.host.clone()).collect();
@@ -201,28 +217,27 @@ async fn look_at_all(
                 tokio::time::timeout(LOOK_TIMEOUT, look(&client, &target))
                     .await
                     .unwrap_or_else(|_| {
-                        Err(format!(
-                            "{}: no answer within {} s",
-                            target.host,
-                            LOOK_TIMEOUT.as_secs()
-                        ))
+                        Err(LookError::Timeout {
+                            host: target.host.clone(),
+                            secs: LOOK_TIMEOUT.as_secs(),
+                        })
                     })
             })
         })
         .collect();
     let mut looks = Vec::new();
     for (name, task) in names.into_iter().zip(tasks) {
-        looks.push((name, task.await.unwrap_or_else(|e| Err(e.to_string()))));
+        looks.push((name, task.await.unwrap_or_else(|e| Err(e.into()))));
     }
     looks
 }
 
-async fn look(client: &Client, target: &Target) -> Result<Found, String> {
-    let agent = super::agent_object().map_err(|e| e.to_string())?;
-    let conn = client.connect(target).await.map_err(|e| e.to_string())?;
+async fn look(client: &Client, target: &Target) -> Result<Found, LookError> {
+    let agent = super::agent_object()?;
+    let conn = client.connect(target).await?;
     let state = host::state(&conn, &agent).await;
     conn.close().await;
-    let state = state.map_err(|e| e.to_string())?;
+    let state = state?;
     Ok(Found {
         current: state.current,
         manifest: state.manifest,

@@ -1,6 +1,7 @@
 //! `sov deploy` and `sov rollback`: bring every host of a site to a site
 //! generation, in parallel with a bound, all or nothing.
 
+mod agent;
 mod backup;
 mod host;
 pub mod live;
@@ -363,7 +364,10 @@ async fn run(
             let _permit = jobs.acquire_owned().await.ok();
             progress.step(&target.host, "check");
             let started = Instant::now();
-            let found = host::preflight(&client, &target, &goal).await;
+            // A report carries the error as text.
+            let found = host::preflight(&client, &target, &goal)
+                .await
+                .map_err(|e| e.to_string());
             (found, started.elapsed())
         }));
     }

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::host::{Agent, HostState};
+use super::agent::{Agent, HostState};
+use super::host::HostError;
 use super::progress::Progress;
 use super::ssh::{Client, Connection, Target};
 use super::{backup, host, secrets, target, DeployError, Options, Report, RunDir, Which};
@@ -59,8 +60,8 @@ impl Shared {
     async fn with_lock<T>(
         &self,
         target: &Target,
-        work: impl AsyncFnOnce(&Connection, Agent<'_>, &HostState) -> Result<T, String>,
-    ) -> Result<T, String> {
+        work: impl AsyncFnOnce(&Connection, Agent<'_>, &HostState) -> Result<T, HostError>,
+    ) -> Result<T, HostError> {
         host::with_lock(&self.client, target, &self.owner, &self.agent, work).await
     }
 }
@@ -208,7 +209,7 @@ pub fn backup_site(
                     Err(e) => HostBackup {
                         host: t.host.clone(),
                         backup: None,
-                        error: Some(e),
+                        error: Some(e.to_string()),
                     },
                 }
             }
@@ -374,7 +375,9 @@ pub fn restore(
                         };
                         let (sharing, reporting) = (shared.clone(), host.clone());
                         let sent = move |n, total| sharing.progress.sent(&reporting, n, total);
-                        backup::restore(conn, how, owner, source, &scratch, sent).await?;
+                        backup::restore(conn, how, owner, source, &scratch, sent)
+                            .await
+                            .map_err(HostError::Restore)?;
                         Ok(state.reached(&p.goal))
                     })
                     .await;
@@ -393,7 +396,7 @@ pub fn restore(
 
     let mut failed: Vec<String> = restored
         .iter()
-        .filter_map(|(_, _, r)| r.as_ref().err().cloned())
+        .filter_map(|(_, _, r)| r.as_ref().err().map(ToString::to_string))
         .collect();
     // Then each host not yet at its backup's generation goes there, all or
     // nothing per generation.

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::host::Agent;
-use super::ssh::Connection;
+use super::agent::{Agent, Call, STEP_TIMEOUT};
+use super::ssh::{Connection, SshError};
 use crate::build::manifest::HostManifest;
 use crate::model::{HostName, SiteName};
 use crate::pack::{self, Entry};
@@ -93,6 +93,19 @@ impl<'a> Values<'a> {
     }
 }
 
+/// Delivering secrets to a host.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("{host}: packing secrets: {source}")]
+    Pack {
+        host: String,
+        #[source]
+        source: pack::PackError,
+    },
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+}
+
 /// Whether the host lacks any of `deliveries` or holds another value.
 /// `held` maps names to the hashes the host's `state` reported.
 pub fn stale(deliveries: &[Delivery], held: &BTreeMap<String, String>) -> bool {
@@ -108,7 +121,7 @@ pub async fn send(
     how: Agent<'_>,
     owner: &str,
     deliveries: &[Delivery],
-) -> Result<(), String> {
+) -> Result<(), SecretsError> {
     let mut entries: Vec<Entry> = deliveries
         .iter()
         .map(|d| Entry {
@@ -121,23 +134,22 @@ pub async fn send(
     for e in &mut entries {
         e.contents.fill(0);
     }
-    let tar = tar.map_err(|e| format!("{}: packing secrets: {e}", conn.target.host))?;
-    let specs: Vec<String> = deliveries
-        .iter()
-        .map(|d| format!("{}={}", d.name, d.owner))
-        .collect();
-    let mut args = vec![owner];
-    args.extend(specs.iter().map(String::as_str));
-    let argv = how.argv("secrets", &conn.target.root, &args);
-    conn.run(
-        "deliver secrets",
-        &argv,
-        tar.expose(),
-        super::host::STEP_TIMEOUT,
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| e.to_string())
+    let tar = tar.map_err(|source| SecretsError::Pack {
+        host: conn.target.host.clone(),
+        source,
+    })?;
+    let call = Call::Secrets {
+        owner,
+        secrets: deliveries
+            .iter()
+            .map(|d| (d.name.as_str(), d.owner.as_str()))
+            .collect(),
+    };
+    let argv = call.argv(how, &conn.target.root);
+    conn.run("deliver secrets", &argv, tar.expose(), STEP_TIMEOUT)
+        .await
+        .map(|_| ())
+        .map_err(SecretsError::from)
 }
 
 #[cfg(test)]

@@ -72,11 +72,12 @@ pub enum SshError {
         address: String,
         detail: String,
     },
-    #[error("{host}: {step} failed (exit {code}): {stderr}")]
+    #[error("{host}: {step} failed (exit {}): {stderr}", exit_status(*.code))]
     Failed {
         host: String,
         step: &'static str,
-        code: String,
+        /// None when a signal ended it.
+        code: Option<i32>,
         stderr: String,
     },
     #[error("{host}: {step} did not finish within {secs} s")]
@@ -92,6 +93,10 @@ pub enum SshError {
         #[source]
         source: openssh::Error,
     },
+}
+
+fn exit_status(code: Option<i32>) -> String {
+    code.map_or("by signal".to_string(), |c| c.to_string())
 }
 
 /// Options every connection shares.
@@ -282,12 +287,13 @@ impl Connection {
     }
 
     /// Starts a long-running command whose stdin sov keeps open (the host
-    /// lock) and returns, once it printed a line `end`, the lines before.
+    /// lock) and returns, once it printed the line `end`, the lines before.
     /// A command that ends instead fails with its status and what it said.
     pub async fn hold(
         &self,
         step: &'static str,
         argv: &[impl AsRef<str>],
+        end: &str,
         timeout: Duration,
     ) -> Result<Held<'_>, SshError> {
         let host = self.target.host.clone();
@@ -309,7 +315,7 @@ impl Connection {
             if let Some(out) = stdout {
                 let mut reader = tokio::io::BufReader::new(out).lines();
                 while let Ok(Some(line)) = reader.next_line().await {
-                    if line == "end" {
+                    if line == end {
                         return (lines, true);
                     }
                     lines.push(line);
@@ -370,10 +376,7 @@ fn failed(host: &str, step: &'static str, output: &std::process::Output) -> SshE
     SshError::Failed {
         host: host.to_string(),
         step,
-        code: output
-            .status
-            .code()
-            .map_or("by signal".to_string(), |c| c.to_string()),
+        code: output.status.code(),
         stderr: said,
     }
 }
@@ -381,7 +384,7 @@ fn failed(host: &str, step: &'static str, output: &std::process::Output) -> SshE
 /// A remote command kept running until released (its stdin then closes).
 pub struct Held<'s> {
     child: openssh::Child<&'s Session>,
-    /// What it printed before `end`.
+    /// What it printed before its end line.
     pub lines: Vec<String>,
 }
 
