@@ -19,7 +19,7 @@ use crate::init;
 use crate::model::values::PublicKey;
 use crate::model::Stack;
 use crate::secrets::Vault;
-use crate::store::{StateLock, Store};
+use crate::store::{check_state_dir, StateLock, Store};
 
 /// What every command shares: the absolute stack root and state folder,
 /// and the age identity named on the command line.
@@ -68,6 +68,11 @@ impl Context {
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let cx = Context::of(&cli)?;
+    // Every command but init reads or writes the state: a path that cannot
+    // be a folder is bad input before anything runs.
+    if !matches!(cli.command, Command::Init { .. }) {
+        check_state_dir(&cx.state)?;
+    }
     match cli.command {
         Command::Build(args) => build_command(&cx, &args),
         Command::Deploy {

@@ -30,7 +30,7 @@ pub enum StoreError {
         #[source]
         source: ObjectNameError,
     },
-    #[error("the state directory {} is not a directory: give --state a directory, or a path where one can be created", path.display())]
+    #[error("--state {}: not a folder: expected a folder, or a path where one can be made", path.display())]
     NotADirectory { path: PathBuf },
 }
 
