@@ -40,6 +40,12 @@ pub enum BuildError {
     UnknownSite { name: String, known: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("reading back the context of {what}")]
+    Context {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("packing {what}")]
     Pack {
         what: String,

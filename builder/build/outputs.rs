@@ -97,6 +97,9 @@ impl<'a> Outputs<'a> {
                 Err(RealiseError::Pack { what, source }) => {
                     return Err(BuildError::Pack { what, source })
                 }
+                Err(RealiseError::Context { what, source }) => {
+                    return Err(BuildError::Context { what, source })
+                }
             }
         }
         self.add(fresh)

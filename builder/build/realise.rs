@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::plan::{Derivation, Recipe, SEED_FILES};
 use crate::model::Diagnostic;
 use crate::pack::{self, Entry, PackError};
-use crate::render::{Kind, Templates, COMPOSE_FILE};
+use crate::render::{Context, Kind, Templates, COMPOSE_FILE};
 use crate::store::{Digest, ObjectName};
 
 /// The bytes of a realised derivation and the name they are stored under.
@@ -28,11 +28,21 @@ pub enum RealiseError {
         #[source]
         source: PackError,
     },
+    #[error("reading back the context of {what}")]
+    Context {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 pub fn realise(templates: &Templates, d: &Derivation) -> Result<Output, RealiseError> {
-    let context: serde_json::Value =
-        serde_json::from_slice(&d.context).unwrap_or(serde_json::Value::Null);
+    // The context was serialized by sov itself a moment ago: failing to read
+    // it back is sov's error, not the stack's.
+    let context = Context::from_json(&d.context).map_err(|source| RealiseError::Context {
+        what: d.what(),
+        source,
+    })?;
     let render = |template: &str| {
         templates
             .render(template, &context, &d.what())

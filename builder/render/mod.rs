@@ -5,7 +5,7 @@ pub mod context;
 pub mod encode;
 mod templates;
 
-pub use templates::{Kind, RenderError, Templates};
+pub use templates::{Context, Kind, RenderError, Templates};
 
 /// Where secrets are on a host at run time; templates see only these paths.
 pub const SECRETS_DIR: &str = "/run/sov/secrets";

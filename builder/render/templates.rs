@@ -151,21 +151,11 @@ impl Templates {
     /// Renders template `name` with `context`; `what` says which artifact
     /// it was for, in the error. The render stops when it has run
     /// out of fuel or written [`MAX_OUTPUT`] bytes.
-    pub fn render<C: Serialize>(
-        &self,
-        name: &str,
-        context: &C,
-        what: &str,
-    ) -> Result<String, RenderError> {
+    pub fn render(&self, name: &str, context: &Context, what: &str) -> Result<String, RenderError> {
         let kind = Kind::TEMPLATED.into_iter().find(|k| k.owns(name));
-        // Fuel in proportion to the data: a template may do a bounded amount
-        // of work per byte of what it reads, and a runaway loop over a small
-        // context stops within a second.
-        let size = serde_json::to_vec(context).map_or(0, |v| v.len() as u64);
-        let context = minijinja::Value::from(minijinja::value::Serde(context));
         let mut env = kind.and_then(|k| self.envs.get(&k)).cloned();
         if let Some(env) = &mut env {
-            env.set_fuel(Some(FUEL_BASE + FUEL_PER_BYTE * size));
+            env.set_fuel(Some(context.fuel()));
         }
         let template = env
             .as_ref()
@@ -178,7 +168,7 @@ impl Templates {
                 ),
             })?;
         let mut out = Capped::default();
-        let rendered = template.render_captured_to(context, &mut out);
+        let rendered = template.render_captured_to(context.value.clone(), &mut out);
         match rendered {
             Ok(_) => String::from_utf8(out.bytes).map_err(|_| RenderError {
                 diagnostic: Diagnostic::file(
@@ -199,6 +189,30 @@ impl Templates {
                 diagnostic: diagnostic(&self.sources, &e, &format!("rendering {what}")),
             }),
         }
+    }
+}
+
+/// What a template renders from: a derivation's context, the canonical JSON
+/// its key hashed, read once for all the templates of the artifact.
+pub struct Context {
+    value: minijinja::Value,
+    size: u64,
+}
+
+impl Context {
+    pub fn from_json(json: &[u8]) -> Result<Context, serde_json::Error> {
+        let value: serde_json::Value = serde_json::from_slice(json)?;
+        Ok(Context {
+            value: minijinja::Value::from(minijinja::value::Serde(&value)),
+            size: json.len() as u64,
+        })
+    }
+
+    /// Fuel in proportion to the data: a template may do a bounded amount of
+    /// work per byte of what it reads, and a runaway loop over a small
+    /// context stops within a second.
+    fn fuel(&self) -> u64 {
+        FUEL_BASE + FUEL_PER_BYTE * self.size
     }
 }
 
