@@ -303,90 +303,71 @@ impl fmt::Display for PublicKey {
     }
 }
 
-/// A TCP or UDP port: 1 to 65535.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "u16")]
-pub struct PortNumber(NonZeroU16);
+/// A number above zero, read from TOML's integers; out of range is refused
+/// with `$what` in the message.
+macro_rules! nonzero_value {
+    ($(#[$doc:meta])* $name:ident($nonzero:ty, $int:ty, $int_name:literal), $what:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "i64", into = $int_name)]
+        pub struct $name($nonzero);
 
-impl PortNumber {
-    /// A port written in sov's own code; zero does not compile.
-    pub const fn constant(port: u16) -> PortNumber {
-        match NonZeroU16::new(port) {
-            Some(port) => PortNumber(port),
-            None => panic!("port 0"),
+        impl $name {
+            /// A value written in sov's own code; zero does not compile.
+            pub const fn constant(value: $int) -> $name {
+                match <$nonzero>::new(value) {
+                    Some(value) => $name(value),
+                    None => panic!("zero"),
+                }
+            }
+
+            pub fn get(self) -> $int {
+                self.0.get()
+            }
         }
-    }
 
-    pub fn get(self) -> u16 {
-        self.0.get()
-    }
-}
-
-impl TryFrom<i64> for PortNumber {
-    type Error = NameError;
-    fn try_from(value: i64) -> Result<Self, NameError> {
-        u16::try_from(value)
-            .ok()
-            .and_then(NonZeroU16::new)
-            .map(PortNumber)
-            .ok_or_else(|| {
-                NameError::new(format!("port {value} is out of range: expected 1 to 65535"))
-            })
-    }
-}
-
-impl From<PortNumber> for u16 {
-    fn from(value: PortNumber) -> u16 {
-        value.get()
-    }
-}
-
-impl fmt::Display for PortNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// A duration or lifetime in seconds that must be above 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "u32")]
-pub struct Seconds(NonZeroU32);
-
-impl Seconds {
-    /// A duration written in sov's own code; zero does not compile.
-    pub const fn constant(secs: u32) -> Seconds {
-        match NonZeroU32::new(secs) {
-            Some(secs) => Seconds(secs),
-            None => panic!("0 seconds"),
+        impl TryFrom<i64> for $name {
+            type Error = NameError;
+            fn try_from(value: i64) -> Result<Self, NameError> {
+                <$int>::try_from(value)
+                    .ok()
+                    .and_then(<$nonzero>::new)
+                    .map($name)
+                    .ok_or_else(|| {
+                        NameError::new(format!(
+                            "{} {value} is out of range: expected 1 to {}",
+                            $what,
+                            <$int>::MAX
+                        ))
+                    })
+            }
         }
-    }
 
-    pub fn get(self) -> u32 {
-        self.0.get()
-    }
+        impl From<$name> for $int {
+            fn from(value: $name) -> $int {
+                value.get()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
 }
 
-impl TryFrom<i64> for Seconds {
-    type Error = NameError;
-    fn try_from(value: i64) -> Result<Self, NameError> {
-        u32::try_from(value)
-            .ok()
-            .and_then(NonZeroU32::new)
-            .map(Seconds)
-            .ok_or_else(|| {
-                NameError::new(format!(
-                    "{value} seconds is out of range: expected 1 to {}",
-                    u32::MAX
-                ))
-            })
-    }
-}
+nonzero_value!(
+    /// A TCP or UDP port: 1 to 65535.
+    PortNumber(NonZeroU16, u16, "u16"),
+    "port"
+);
 
-impl From<Seconds> for u32 {
-    fn from(value: Seconds) -> u32 {
-        value.get()
-    }
-}
+nonzero_value!(
+    /// A duration or lifetime in seconds that must be above 0.
+    Seconds(NonZeroU32, u32, "u32"),
+    "the number of seconds"
+);
 
 #[cfg(test)]
 mod tests {
