@@ -6,8 +6,9 @@
 mod common;
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::scale::{self, lines_equal, BULK_VLAN, SITE};
 use common::{snapshot, Stack};
@@ -52,20 +53,11 @@ fn refused(stack: &Stack) -> Refusal {
         .arg("build")
         .stdout(Stdio::null())
         .stderr(fs::File::create(&errors).expect("stderr file"))
+        .process_group(0)
         .spawn()
         .expect("run sov");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for sov") {
-            break status;
-        }
-        if start.elapsed() > HANG_GUARD {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("sov build did not finish within {HANG_GUARD:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = scale::wait_at_most(&mut child, HANG_GUARD)
+        .unwrap_or_else(|| panic!("sov build did not finish within {HANG_GUARD:?}"));
     let stderr = fs::read_to_string(&errors).expect("read stderr");
     assert_eq!(
         status.code(),

@@ -114,18 +114,7 @@ fn build(sov: &str, stack: &Stack, timeout: Duration) -> Run {
         .process_group(0);
     let start = Instant::now();
     let mut child = command.spawn().expect("run sov");
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for sov") {
-            break Some(status);
-        }
-        if start.elapsed() > timeout {
-            let group = rustix::process::Pid::from_child(&child);
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = scale::wait_at_most(&mut child, timeout);
     let secs = start.elapsed().as_secs_f64();
     let stderr = fs::read_to_string(&errors).unwrap_or_default();
     let problems = stderr

@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
 
 /// The example site the generators grow.
 pub const SITE: &str = "sites/fra1.toml";
@@ -56,4 +58,22 @@ pub fn lines_equal(text: &str, line: &str) -> Vec<usize> {
         .filter(|(_, l)| *l == line)
         .map(|(i, _)| i + 1)
         .collect()
+}
+
+/// Waits for `child`, started in a process group of its own, for at most
+/// `limit`; past it the whole group is killed and there is no status.
+pub fn wait_at_most(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for sov") {
+            return Some(status);
+        }
+        if start.elapsed() > limit {
+            let group = rustix::process::Pid::from_child(child);
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
