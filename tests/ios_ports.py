@@ -1,12 +1,18 @@
 """Reads a Cisco IOS configuration with ciscoconfparse and prints, as JSON,
-the VLANs it declares and how it sets up every interface.
+the VLANs it declares, how it sets up every interface, and every top-level
+line with its children.
 
-This is the independent oracle of tests/validators.rs: the Rust test compares
+The config is split at CR as well as LF: a terminal pasting it into
+`configure terminal` takes either as Enter.
+
+This is the independent oracle of tests/validators.rs and of the round-trip
+oracle (tests/common/oracle.rs): the Rust tests compare
 what a real IOS-config parser sees, port by port, with the site file. Run it
 with the test venv (.ci/install-deps): python ios_ports.py CONFIG
 """
 
 import json
+import re
 import sys
 
 from ciscoconfparse import CiscoConfParse
@@ -52,12 +58,27 @@ def interface(intf):
     return entry
 
 
+def blocks(parse):
+    """Every top-level line but comments, with the lines under it."""
+    return [
+        {"line": obj.text, "children": [c.text for c in obj.children]}
+        for obj in parse.find_objects(r"^\S")
+        if not obj.text.startswith("!")
+    ]
+
+
 def main(path):
-    parse = CiscoConfParse(path, syntax="ios", factory=True)
+    text = open(path, encoding="utf-8", errors="surrogateescape").read()
+    parse = CiscoConfParse(re.split(r"\r\n|\r|\n", text), syntax="ios", factory=True)
     interfaces = {
-        intf.name: interface(intf) for intf in parse.find_objects(r"^interface\s+\S")
+        intf.text.split(None, 1)[1]: interface(intf)
+        for intf in parse.find_objects(r"^interface\s+\S")
     }
-    json.dump({"vlans": vlans(parse), "interfaces": interfaces}, sys.stdout, indent=1)
+    json.dump(
+        {"vlans": vlans(parse), "interfaces": interfaces, "blocks": blocks(parse)},
+        sys.stdout,
+        indent=1,
+    )
     sys.stdout.write("\n")
 
 

@@ -1258,39 +1258,6 @@ fn dhcp(site: &SiteFile, path: &Path, reading: &mut Reading) {
 
 // ---- switch: ciscoconfparse ------------------------------------------------
 
-/// Splits the config at CR and LF (what a terminal pasting it into
-/// `configure terminal` treats as Enter) and prints every top-level line
-/// with its children, and what the parser makes of each interface.
-const IOS_READER: &str = r#"
-import json, re, sys
-from ciscoconfparse import CiscoConfParse
-text = open(sys.argv[1], encoding="utf-8", errors="surrogateescape").read()
-lines = re.split(r"\r\n|\r|\n", text)
-parse = CiscoConfParse(lines, syntax="ios", factory=True)
-blocks = []
-for obj in parse.find_objects(r"^\S"):
-    if obj.text.startswith("!"):
-        continue
-    blocks.append({"line": obj.text, "children": [c.text for c in obj.children]})
-interfaces = {}
-for intf in parse.find_objects(r"^interface\s+\S"):
-    mode = "routed"
-    if intf.has_manual_switch_trunk:
-        mode = "trunk"
-    elif intf.has_manual_switch_access:
-        mode = "access"
-    elif intf.is_switchport:
-        mode = "dynamic"
-    entry = {"mode": mode}
-    if mode == "access":
-        entry["vlans"] = [intf.access_vlan]
-    if mode == "trunk":
-        entry["vlans"] = sorted(intf.trunk_vlans_allowed.as_list())
-        entry["native"] = intf.native_vlan
-    interfaces[intf.text.split(None, 1)[1]] = entry
-json.dump({"blocks": blocks, "interfaces": interfaces}, sys.stdout)
-"#;
-
 /// Whether an IOS description can be written as it is.
 fn plain_ios_text(text: &str) -> bool {
     text.len() <= 240 && text.bytes().all(|b| (0x20..0x7f).contains(&b))
@@ -1308,10 +1275,8 @@ fn switch(site: &SiteFile, path: &Path, reading: &mut Reading) {
             }
         }
     }
-    let Some(out) = reading.ok(run(Command::new(IOS_PYTHON)
-        .args(["-c", IOS_READER])
-        .arg(path)))
-    else {
+    let script = super::repo().join("tests/ios_ports.py");
+    let Some(out) = reading.ok(run(Command::new(IOS_PYTHON).arg(script).arg(path))) else {
         return;
     };
     let Some(parsed) = reading
@@ -1458,8 +1423,12 @@ fn switch_compare(site: &SiteFile, parsed: &Value, reading: &mut Reading) -> Res
     reading.count("ports", ports.len());
     for (name, (want, _)) in &ports {
         let seen = interfaces.get(name).cloned().unwrap_or(Value::Null);
-        let seen =
-            json!({"mode": seen["mode"], "vlans": seen["vlans"], "native": seen.get("native")});
+        let vlans = match seen["mode"].as_str() {
+            Some("access") => json!([seen["access_vlan"]]),
+            Some("trunk") => seen["allowed_vlans"].clone(),
+            _ => Value::Null,
+        };
+        let seen = json!({"mode": seen["mode"], "vlans": vlans, "native": seen["native_vlan"]});
         let mut want = want.clone();
         if want.get("native").is_none() {
             want["native"] = Value::Null;
